@@ -1,0 +1,152 @@
+"""The Starlette app: routes from the contract, the request chain, JSON errors.
+
+HTTP → auth (bearer key → tenant) → body decoding → contract validation →
+handler (domain rules, store) → serializer → response. Every failure answers
+JSON in the API's own shape; nothing escapes as a 500 page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from . import admin
+from .api import HANDLERS, NO_BODY, Api, Call
+from .auth import tenant_for
+from .backends.placeholder import PlaceholderBackend
+from .bodies import decode_body, for_validation
+from .clock import parse_clock
+from .contract import Contract, Operation, violations_to_error
+from .errors import ApiError
+from .files import DirectoryFileStore, FileStore, MemoryFileStore
+from .gallery import GALLERY_TUNES
+from .lifecycle import Lifecycle
+from .serialize import dumps
+from .services import Services
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger("astria_mock")
+JSON_TYPE = "application/json; charset=utf-8"
+
+
+def json_response(status: int, body: Any) -> Response:
+    if body is NO_BODY:
+        return Response(status_code=status)
+    return Response(dumps(body), status_code=status, media_type=JSON_TYPE)
+
+
+def error_response(error: ApiError) -> Response:
+    return json_response(error.status, error.body)
+
+
+def _starlette_path(template: str) -> str:
+    """``/tunes/{id}.json`` → ``/tunes/{id:int}.json``: path ids are integers."""
+    return re.sub(r"\{(\w+)\}", r"{\1:int}", template)
+
+
+def _endpoint(
+    api: Api, operation: Operation, allowed_keys: frozenset[str], limit: int
+) -> Callable[[Request], Awaitable[Response]]:
+    handler = HANDLERS[operation.operation_id]
+    accepts_body = bool(operation.media_types)
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            tenant = tenant_for(request.headers.get("authorization"), allowed_keys)
+            query = operation.parse_query(request.query_params)
+            body: dict[str, Any] = {}
+            if accepts_body:
+                decoded = await decode_body(request, operation.media_types, limit)
+                body = (
+                    operation.coerce_form(decoded.values) if decoded.from_form else decoded.values
+                )
+                error = violations_to_error(operation.check_body(for_validation(body)))
+                if error is not None:
+                    raise error
+            call = Call(tenant, dict(request.path_params), query, body)
+            status, result = await handler(api, call)
+            return json_response(status, result)
+        except ApiError as error:
+            return error_response(error)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.url.path)
+            return json_response(500, {"error": "Internal server error"})
+
+    return endpoint
+
+
+def api_routes(api: Api, contract: Contract, settings: Settings) -> list[BaseRoute]:
+    allowed = frozenset(settings.api_keys)
+    routes: list[BaseRoute] = []
+    for operation in contract.operations.values():
+        endpoint = _endpoint(api, operation, allowed, settings.max_body_bytes)
+        path = _starlette_path(operation.path)
+        routes.append(
+            Route(path, endpoint, methods=[operation.method], name=operation.operation_id)
+        )
+    return routes
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    messages = {404: "Not found", 405: "Method not allowed"}
+    message = messages.get(exc.status_code, str(exc.detail))
+    return json_response(exc.status_code, {"error": message})
+
+
+async def _server_error(_request: Request, _exc: Exception) -> Response:
+    return json_response(500, {"error": "Internal server error"})
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The whole mock as one ASGI app, on an in-memory or on-disk store."""
+    settings = settings or Settings()
+    contract = Contract.load()
+    store = Store(settings.database_url) if settings.ephemeral else _disk_store(settings)
+    files: FileStore = (
+        MemoryFileStore() if settings.ephemeral else DirectoryFileStore(settings.data_dir / "files")
+    )
+    clock = parse_clock(settings.clock)
+    lifecycle = Lifecycle(store, files, clock, PlaceholderBackend())
+    services = Services(settings, contract, store, files, clock, lifecycle.wake)
+    with store.begin() as tx:
+        for tune in GALLERY_TUNES:
+            tx.ensure_tune(dict(tune))
+    api = Api(services, lifecycle.complete)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as group:
+            group.start_soon(lifecycle.run)
+            try:
+                yield
+            finally:
+                group.cancel_scope.cancel()
+        store.close()
+
+    routes = [*admin.routes(services, lifecycle), *api_routes(api, contract, settings)]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+    )
+    app.state.services = services
+    app.state.lifecycle = lifecycle
+    return app
+
+
+def _disk_store(settings: Settings) -> Store:
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    return Store(settings.database_url)

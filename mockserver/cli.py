@@ -1,0 +1,157 @@
+"""``astria-mock``: serve the mock; every flag also reads an ``ASTRIA_MOCK_*`` variable."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from . import __version__
+from .app import create_app
+from .clock import parse_clock
+from .contract import SPEC_RESOURCE
+from .settings import DEFAULT_MAX_BODY_BYTES, Settings
+
+ENV_PREFIX = "ASTRIA_MOCK_"
+
+
+def _env(name: str, default: Any) -> Any:
+    return os.environ.get(ENV_PREFIX + name, default)
+
+
+def _flag(value: str | bool) -> bool:
+    return value is True or str(value).lower() in ("1", "true", "yes", "on")
+
+
+def _clock(value: str) -> str:
+    try:
+        parse_clock(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _serve_parser(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="start the mock server",
+        description="Start the Astria API mock. Every flag can also be set with the "
+        "ASTRIA_MOCK_<FLAG> environment variable (e.g. ASTRIA_MOCK_PORT=9000).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = serve.add_argument
+    add("--host", default=_env("HOST", "127.0.0.1"), help="interface to listen on")
+    add("--port", type=int, default=int(_env("PORT", 8000)), help="port; 0 picks a free one")
+    add("--data-dir", type=Path, default=Path(_env("DATA_DIR", ".astria-mock")),
+        help="where the SQLite store and image files live")  # fmt: skip
+    add("--ephemeral", action="store_true", default=_flag(_env("EPHEMERAL", False)),
+        help="keep everything in memory; nothing survives a restart")  # fmt: skip
+    add("--clock", type=_clock, default=_env("CLOCK", "real"),
+        help="'real' or 'frozen:<ISO time>' for byte-identical replays")  # fmt: skip
+    add("--public-url", default=_env("PUBLIC_URL", None),
+        help="base of the URLs written into answers (default: http://HOST:PORT)")  # fmt: skip
+    add("--log-level", default=_env("LOG_LEVEL", "info"),
+        choices=["critical", "error", "warning", "info", "debug"])  # fmt: skip
+    add("--api-key", dest="api_keys", action="append",
+        default=[k for k in _env("API_KEYS", "").split(",") if k],
+        help="accept only this bearer key (repeatable); default: any well-formed key")  # fmt: skip
+    add("--max-body-bytes", type=int, default=int(_env("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
+        help="larger request bodies get a 413")  # fmt: skip
+    add("--train-seconds", type=float, default=float(_env("TRAIN_SECONDS", 3.0)),
+        help="how long non-FaceID tunes train")  # fmt: skip
+    add("--prompt-seconds", type=float, default=float(_env("PROMPT_SECONDS", 2.0)),
+        help="how long a prompt takes once its tune is trained")  # fmt: skip
+    add("--prompt-polls", type=int, default=_env("PROMPT_POLLS", None),
+        help="instead of time: a prompt is done on its Nth read")  # fmt: skip
+    add("--idempotency", action="store_true", default=_flag(_env("IDEMPOTENCY", False)),
+        help="same tune title / same prompt attributes return the existing object")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="astria-mock",
+        description="Offline mock server and contract kit for the Astria fine-tuning API.",
+    )
+    parser.add_argument("--version", action="version", version=f"astria-mock {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _serve_parser(sub)
+    sub.add_parser("spec", help="print the path of the bundled openapi.yaml")
+    return parser
+
+
+def settings_from(args: argparse.Namespace, port: int) -> Settings:
+    polls = args.prompt_polls
+    return Settings(
+        host=args.host,
+        port=port,
+        data_dir=args.data_dir,
+        ephemeral=args.ephemeral,
+        clock=args.clock,
+        public_url=args.public_url,
+        log_level=args.log_level,
+        api_keys=tuple(args.api_keys),
+        max_body_bytes=args.max_body_bytes,
+        train_seconds=args.train_seconds,
+        prompt_seconds=args.prompt_seconds,
+        prompt_polls=int(polls) if polls is not None else None,
+        idempotency=args.idempotency,
+    )
+
+
+class _Server(uvicorn.Server):
+    """Says where it listens once it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, banner: str) -> None:
+        super().__init__(config)
+        self._banner = banner
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        print(self._banner, flush=True)
+
+
+def serve(args: argparse.Namespace) -> int:
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        print(f"astria-mock: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]
+    settings = settings_from(args, port)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    banner = f"astria-mock listening on http://{host}:{port}"
+    if settings.public_url:
+        banner += f"\nanswers link to {settings.base_url}"
+    store = "memory" if settings.ephemeral else str(settings.data_dir)
+    banner += f"\nstate: {store}"
+    config = uvicorn.Config(
+        app, log_level=settings.log_level, access_log=settings.log_level == "debug"
+    )
+    _Server(config, banner).run(sockets=[sock])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "spec":
+        print(SPEC_RESOURCE)
+        return 0
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

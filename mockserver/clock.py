@@ -1,0 +1,57 @@
+"""The API clock: real or frozen, with an offset that the admin API can advance.
+
+The clock gives the timestamps written into tunes and prompts. When work becomes
+due (training, generation) is measured separately, in real seconds, so that a
+frozen clock still lets prompts finish while every timestamp stays fixed.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+
+class Clock:
+    """``now()`` is the frozen instant (or the real time) plus an adjustable offset."""
+
+    def __init__(self, frozen_at: datetime | None = None) -> None:
+        self._frozen_at = frozen_at
+        self._offset = timedelta()
+        self._lock = threading.Lock()
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen_at is not None
+
+    def now(self) -> datetime:
+        base = self._frozen_at if self._frozen_at is not None else datetime.now(UTC)
+        return base + self._offset
+
+    def advance(self, delta: timedelta) -> datetime:
+        with self._lock:
+            self._offset += delta
+        return self.now()
+
+
+def parse_clock(spec: str) -> Clock:
+    """Build a clock from ``real`` or ``frozen:<ISO 8601 time>``."""
+    if spec == "real":
+        return Clock()
+    kind, _, value = spec.partition(":")
+    if kind != "frozen" or not value:
+        raise ValueError(f"clock must be 'real' or 'frozen:<ISO time>', not {spec!r}")
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"clock: {value!r} is not an ISO 8601 time") from exc
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return Clock(at.astimezone(UTC))
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with milliseconds, as the API writes it: ``2023-10-02T14:32:40.363Z``."""
+    if moment is None:
+        return None
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"

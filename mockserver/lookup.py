@@ -1,0 +1,20 @@
+"""Fetch what a path names, or answer 404: an id that is not the caller's does not exist."""
+
+from __future__ import annotations
+
+from .errors import NotFound
+from .store import Row, Tx
+
+
+def visible_tune(tx: Tx, tenant: str, tune_id: int) -> Row:
+    tune = tx.tune(tenant, tune_id)
+    if tune is None:
+        raise NotFound(f"Tune {tune_id} not found")
+    return tune
+
+
+def own_prompt(tx: Tx, tenant: str, prompt_id: int, tune_id: int | None = None) -> Row:
+    prompt = tx.prompt(tenant, prompt_id, tune_id)
+    if prompt is None:
+        raise NotFound(f"Prompt {prompt_id} not found")
+    return prompt

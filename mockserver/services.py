@@ -1,0 +1,23 @@
+"""What a request handler works with, built once per app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .clock import Clock
+from .contract import Contract
+from .files import FileStore
+from .settings import Settings
+from .store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    contract: Contract
+    store: Store
+    files: FileStore
+    clock: Clock
+    wake: Callable[[], None]
+    """Tells the lifecycle worker that new work may be due."""

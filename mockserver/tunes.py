@@ -1,0 +1,161 @@
+"""Tune rules: FaceID placeholders, training, images, idempotency, creation and deletion."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import anyio.to_thread
+
+from .bodies import UploadedFile
+from .clock import iso
+from .errors import Unprocessable
+from .gallery import GALLERY_IDS
+from .images import ImageInfo, InvalidImage, face_thumbnail, inspect_upload
+from .prompts import (
+    PromptDraft,
+    check_uploads,
+    decode_data_url,
+    draft_prompt,
+    prompt_row,
+    store_uploads,
+)
+from .services import Services
+from .store import Row
+
+EXPIRY = timedelta(days=30)
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+TUNE_FIELDS = (
+    "name", "base_tune_id", "steps", "token", "face_crop", "training_face_correct",
+    "callback", "auto_extend", "preset", "characteristics",
+)  # fmt: skip
+
+
+def _image_bytes(item: Any, index: int) -> bytes:
+    if isinstance(item, UploadedFile):
+        return item.data
+    return decode_data_url(str(item), f"images[{index}]")
+
+
+def _inspect(data: bytes, index: int) -> ImageInfo:
+    try:
+        return inspect_upload(data)
+    except InvalidImage as exc:
+        raise Unprocessable.on(f"images[{index}]", str(exc)) from None
+
+
+def _face(data: bytes) -> bytes | None:
+    try:
+        face: bytes = face_thumbnail(data)
+        return face
+    except InvalidImage:
+        return None
+
+
+def _branch_and_type(fields: dict[str, Any], base: Row | None) -> tuple[str, str | None]:
+    model_type = fields.get("model_type")
+    if model_type == "faceid":
+        return "sd15", "faceid"
+    branch = fields.get("branch") or (base["branch"] if base is not None else "sd15")
+    if branch == "sdxl1":
+        model_type = "pti"
+    return branch, model_type
+
+
+def _default_token(branch: str, model_type: str | None) -> str:
+    return "sks" if branch == "sd15" and model_type != "faceid" else "ohwx"
+
+
+async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -> Row:
+    """The whole create call; the tune and its ``prompts_attributes`` land in one transaction."""
+    uploads = [_image_bytes(item, i) for i, item in enumerate(fields.get("images") or [])]
+    urls = list(fields.get("image_urls") or [])
+    if not uploads and not urls:
+        raise Unprocessable.on("images", "can't be blank (send images or image_urls)")
+    infos = [await anyio.to_thread.run_sync(_inspect, data, i) for i, data in enumerate(uploads)]
+
+    with services.store.begin() as tx:
+        if services.settings.idempotency:
+            existing = tx.tune_by_title(tenant, fields["title"])
+            if existing is not None:
+                return existing
+        base = None
+        model_type = fields.get("model_type")
+        if fields.get("base_tune_id") is not None and model_type != "faceid":
+            base = tx.tune(tenant, fields["base_tune_id"])
+            if base is None:
+                message = f"refers to tune {fields['base_tune_id']}, which does not exist"
+                raise Unprocessable.on("base_tune_id", message)
+        branch, model_type = _branch_and_type(fields, base)
+        tune_id = tx.next_id("tunes", skip=GALLERY_IDS)
+        now = services.clock.now()
+        training = timedelta(seconds=services.settings.train_seconds)
+        ready_now = model_type == "faceid" or branch == "fast"
+        attrs = {name: fields[name] for name in TUNE_FIELDS if name in fields}
+        attrs["token"] = fields.get("token") or _default_token(branch, model_type)
+        attrs["is_api"] = True
+        if model_type == "faceid":
+            attrs["steps"] = None
+            attrs["training_face_correct"] = False
+        tune: dict[str, Any] = {
+            "id": tune_id,
+            "tenant": tenant,
+            "title": fields["title"],
+            "model_type": model_type,
+            "branch": branch,
+            "attrs": attrs,
+            "orig_images": [],
+            "face_key": None,
+            "created_at": iso(now),
+            "updated_at": iso(now),
+            "started_training_at": iso(now),
+            "trained_at": iso(now) if ready_now else None,
+            "eta": iso(
+                now if ready_now else now + timedelta(seconds=services.settings.train_seconds)
+            ),
+            "expires_at": iso(now + EXPIRY) if ready_now else None,
+            "ready_after": None if ready_now else time.time() + training.total_seconds(),
+        }
+        drafts: list[tuple[int, PromptDraft]] = []
+        for index, prompt_fields in enumerate(fields.get("prompts_attributes") or []):
+            prompt_id = tx.next_id("prompts")
+            try:
+                drafts.append((prompt_id, draft_prompt(tx, tenant, tune, prompt_fields, prompt_id)))
+            except Unprocessable as exc:
+                prefixed = {f"prompts_attributes[{index}].{k}": v for k, v in exc.fields.items()}
+                raise Unprocessable(prefixed) from None
+
+    for _, draft in drafts:
+        await check_uploads(draft)
+    for index, (data, info) in enumerate(zip(uploads, infos, strict=True)):
+        key = f"tunes/{tune_id}/{index}.{EXTENSIONS[info.format]}"
+        await anyio.to_thread.run_sync(services.files.put, key, data)
+        tune["orig_images"].append({"key": key})
+    tune["orig_images"].extend({"url": url} for url in urls)
+    if model_type == "faceid" and uploads:
+        face = await anyio.to_thread.run_sync(_face, uploads[0])
+        if face is not None:
+            await anyio.to_thread.run_sync(services.files.put, f"tunes/{tune_id}/face.jpg", face)
+            tune["face_key"] = f"tunes/{tune_id}/face.jpg"
+    for prompt_id, draft in drafts:
+        await store_uploads(services, prompt_id, draft)
+
+    with services.store.begin() as tx:
+        tx.insert_tune(tune)
+        for prompt_id, draft in drafts:
+            tx.insert_prompt(prompt_row(services, tenant, tune, prompt_id, draft))
+        row = tx.tune(tenant, tune_id)
+    services.wake()
+    assert row is not None
+    return row
+
+
+async def delete_tune(services: Services, tenant: str, tune: Row) -> None:
+    if tune["id"] in GALLERY_IDS or tune["tenant"] != tenant:
+        raise Unprocessable.on("base", "gallery tunes cannot be deleted")
+    with services.store.begin() as tx:
+        prompt_ids = tx.delete_tune(tenant, tune["id"])
+    prefixes = [f"tunes/{tune['id']}", *(f"prompts/{pid}" for pid in prompt_ids)]
+    for prefix in prefixes:
+        await anyio.to_thread.run_sync(services.files.delete_prefix, prefix)

@@ -1,0 +1,142 @@
+"""Fixtures that start the real app: in process (Starlette's TestClient, an httpx client
+over the ASGI app, lifespan included) and on a real port (uvicorn in a thread).
+
+Every API answer that passes through ``api`` is checked against openapi.yaml.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from PIL import Image
+from starlette.testclient import TestClient
+
+from mockserver.app import create_app
+from mockserver.contract import Contract
+from mockserver.settings import Settings
+
+KEY = "sd_test_key_one"
+OTHER_KEY = "sd_test_key_two"
+BASE = "http://127.0.0.1:8000"
+CONTRACT = Contract.load()
+
+
+def jpeg(color: tuple[int, int, int] = (200, 120, 90), size: tuple[int, int] = (64, 64)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, "JPEG")
+    return out.getvalue()
+
+
+def check_contract(response: httpx.Response) -> None:
+    """Fail when an API answer is not what openapi.yaml promises."""
+    request = response.request
+    found = CONTRACT.match(request.method, request.url.path)
+    if found is None:
+        return
+    operation, _ = found
+    body = response.json() if response.content else None
+    problems = operation.check_response(response.status_code, body)
+    assert not problems, f"{request.method} {request.url.path} → {response.status_code}: {problems}"
+
+
+class Api:
+    """A client of the mock that sends a bearer key and checks every answer."""
+
+    def __init__(self, client: httpx.Client, key: str = KEY) -> None:
+        self.client = client
+        self.key = key
+
+    def as_key(self, key: str) -> Api:
+        return Api(self.client, key)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.key}", **kwargs.pop("headers", {})}
+        response = self.client.request(method, url, headers=headers, **kwargs)
+        check_contract(response)
+        return response
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", url, **kwargs)
+
+    def complete(self, prompt_id: int) -> dict[str, Any]:
+        response = self.client.post(f"/_mock/prompts/{prompt_id}/complete")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def faceid_tune(self, title: str = "John Doe", image: bytes | None = None) -> dict[str, Any]:
+        files = [("tune[images][]", ("face.jpg", image or jpeg(), "image/jpeg"))]
+        data = {"tune[title]": title, "tune[name]": "man", "tune[model_type]": "faceid"}
+        response = self.post("/tunes", data=data, files=files)
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+
+DEFAULTS = Settings(ephemeral=True, prompt_seconds=60.0, train_seconds=60.0)
+MakeApi = Callable[..., Api]
+
+
+@pytest.fixture
+def make_api() -> Iterator[MakeApi]:
+    """``make_api(**settings)`` → an in-process mock with those settings."""
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> Api:
+        client = TestClient(create_app(replace(DEFAULTS, **overrides)), base_url=BASE)
+        client.__enter__()
+        clients.append(client)
+        return Api(client)
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def api(make_api: MakeApi) -> Api:
+    return make_api()
+
+
+class LiveServer:
+    """The app under uvicorn on a free port of 127.0.0.1, in a thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        app = create_app(replace(settings, port=self.port))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def live_api() -> Iterator[Api]:
+    with LiveServer(DEFAULTS) as server, httpx.Client(base_url=server.url) as client:
+        yield Api(client)
