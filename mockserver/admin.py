@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import struct
+import time
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from .auth import tenant_for
+from .callbacks import Dispatcher
 from .contract import spec_bytes
+from .errors import ApiError, BadRequest
 from .lifecycle import Lifecycle
 from .serialize import dumps, prompt_json
 from .services import Services
+from .store import Row
 
 # A valid, empty safetensors file: an 8-byte header length and an empty JSON header.
 EMPTY_SAFETENSORS = struct.pack("<Q", 2) + b"{}"
 JSON_TYPE = "application/json; charset=utf-8"
+MAX_WAIT = 60.0
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 
 
@@ -24,7 +32,47 @@ def _json(status: int, body: object) -> Response:
     return Response(dumps(body), status_code=status, media_type=JSON_TYPE)
 
 
-def routes(services: Services, lifecycle: Lifecycle) -> list[BaseRoute]:
+def _tenant(request: Request, services: Services) -> str | None:
+    """Admin calls see one tenant when they send its key, every tenant when they send none."""
+    header = request.headers.get("authorization")
+    return tenant_for(header, frozenset(services.settings.api_keys)) if header else None
+
+
+def callback_json(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "entity": row["entity"],
+        "entity_id": row["entity_id"],
+        "url": row["url"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "status_code": row["status_code"],
+        "latency_ms": row["latency_ms"],
+        "error": row["error"],
+        "created_at": row["created_at"],
+        "finished_at": row["finished_at"],
+        "body": json.loads(row["body"]),
+    }
+
+
+def _callback_filters(request: Request) -> tuple[dict[str, Any], float, int]:
+    query = request.query_params
+    filters: dict[str, Any] = {}
+    if "entity" in query:
+        filters["entity"] = query["entity"]
+    if "status" in query:
+        filters["status"] = query["status"]
+    try:
+        if "entity_id" in query:
+            filters["entity_id"] = int(query["entity_id"])
+        wait = min(float(query.get("wait", 0)), MAX_WAIT)
+        count = int(query.get("count", 1))
+    except ValueError:
+        raise BadRequest("entity_id and count are integers, wait is seconds") from None
+    return filters, wait, count
+
+
+def routes(services: Services, lifecycle: Lifecycle, dispatcher: Dispatcher) -> list[BaseRoute]:
     spec = spec_bytes()
 
     async def health(_request: Request) -> Response:
@@ -58,8 +106,39 @@ def routes(services: Services, lifecycle: Lifecycle) -> list[BaseRoute]:
         assert done is not None
         return _json(200, prompt_json(done, services.settings.base_url))
 
+    async def list_callbacks(request: Request) -> Response:
+        """The delivery log; ``wait=S`` blocks until ``count`` matching deliveries finished."""
+        try:
+            tenant = _tenant(request, services)
+            filters, wait, count = _callback_filters(request)
+        except ApiError as error:
+            return _json(error.status, error.body)
+        deadline = time.monotonic() + wait
+        while True:
+            with services.store.begin() as tx:
+                rows = tx.list_callbacks(tenant, filters)
+            finished = [row for row in rows if row["status"] != "pending"]
+            left = deadline - time.monotonic()
+            if len(finished) >= count or left <= 0:
+                timed_out = wait > 0 and left <= 0
+                return _json(
+                    200, {"callbacks": [callback_json(r) for r in rows], "timed_out": timed_out}
+                )
+            await dispatcher.wait_for_change(min(left, 0.5))
+
+    async def clear_callbacks(request: Request) -> Response:
+        try:
+            tenant = _tenant(request, services)
+        except ApiError as error:
+            return _json(error.status, error.body)
+        with services.store.begin() as tx:
+            tx.clear_callbacks(tenant)
+        return _json(200, {"message": "Callback log cleared"})
+
     return [
         Route("/_mock/health", health, methods=["GET"]),
+        Route("/_mock/callbacks", list_callbacks, methods=["GET"]),
+        Route("/_mock/callbacks", clear_callbacks, methods=["DELETE"]),
         Route("/openapi.yaml", openapi, methods=["GET"]),
         Route("/_mock/files/{key:path}", file, methods=["GET"]),
         Route("/_mock/prompts/{id:int}/complete", complete_prompt, methods=["POST"]),

@@ -26,6 +26,7 @@ from .api import HANDLERS, NO_BODY, Api, Call
 from .auth import tenant_for
 from .backends.placeholder import PlaceholderBackend
 from .bodies import decode_body, for_validation
+from .callbacks import Dispatcher, Outbox
 from .clock import parse_clock
 from .contract import Contract, Operation, violations_to_error
 from .errors import ApiError
@@ -119,8 +120,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         MemoryFileStore() if settings.ephemeral else DirectoryFileStore(settings.data_dir / "files")
     )
     clock = parse_clock(settings.clock)
-    lifecycle = Lifecycle(store, files, clock, PlaceholderBackend())
-    services = Services(settings, contract, store, files, clock, lifecycle.wake)
+    outbox = Outbox(settings, clock)
+    dispatcher = Dispatcher(store, settings, clock)
+    lifecycle = Lifecycle(store, files, clock, PlaceholderBackend(), outbox, dispatcher.wake)
+
+    def wake() -> None:
+        lifecycle.wake()
+        dispatcher.wake()
+
+    services = Services(settings, contract, store, files, clock, outbox, wake)
     with store.begin() as tx:
         for tune in GALLERY_TUNES:
             tx.ensure_tune(dict(tune))
@@ -130,13 +138,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with anyio.create_task_group() as group:
             group.start_soon(lifecycle.run)
+            group.start_soon(dispatcher.run)
             try:
                 yield
             finally:
                 group.cancel_scope.cancel()
         store.close()
 
-    routes = [*admin.routes(services, lifecycle), *api_routes(api, contract, settings)]
+    routes = [*admin.routes(services, lifecycle, dispatcher), *api_routes(api, contract, settings)]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

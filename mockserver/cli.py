@@ -49,29 +49,95 @@ def _serve_parser(sub: Any) -> None:
     add = serve.add_argument
     add("--host", default=_env("HOST", "127.0.0.1"), help="interface to listen on")
     add("--port", type=int, default=int(_env("PORT", 8000)), help="port; 0 picks a free one")
-    add("--data-dir", type=Path, default=Path(_env("DATA_DIR", ".astria-mock")),
-        help="where the SQLite store and image files live")  # fmt: skip
-    add("--ephemeral", action="store_true", default=_flag(_env("EPHEMERAL", False)),
-        help="keep everything in memory; nothing survives a restart")  # fmt: skip
-    add("--clock", type=_clock, default=_env("CLOCK", "real"),
-        help="'real' or 'frozen:<ISO time>' for byte-identical replays")  # fmt: skip
-    add("--public-url", default=_env("PUBLIC_URL", None),
-        help="base of the URLs written into answers (default: http://HOST:PORT)")  # fmt: skip
-    add("--log-level", default=_env("LOG_LEVEL", "info"),
-        choices=["critical", "error", "warning", "info", "debug"])  # fmt: skip
-    add("--api-key", dest="api_keys", action="append",
+    add(
+        "--data-dir",
+        type=Path,
+        default=Path(_env("DATA_DIR", ".astria-mock")),
+        help="where the SQLite store and image files live",
+    )
+    add(
+        "--ephemeral",
+        action="store_true",
+        default=_flag(_env("EPHEMERAL", False)),
+        help="keep everything in memory; nothing survives a restart",
+    )
+    add(
+        "--clock",
+        type=_clock,
+        default=_env("CLOCK", "real"),
+        help="'real' or 'frozen:<ISO time>' for byte-identical replays",
+    )
+    add(
+        "--public-url",
+        default=_env("PUBLIC_URL", None),
+        help="base of the URLs written into answers (default: http://HOST:PORT)",
+    )
+    add(
+        "--log-level",
+        default=_env("LOG_LEVEL", "info"),
+        choices=["critical", "error", "warning", "info", "debug"],
+    )
+    add(
+        "--api-key",
+        dest="api_keys",
+        action="append",
         default=[k for k in _env("API_KEYS", "").split(",") if k],
-        help="accept only this bearer key (repeatable); default: any well-formed key")  # fmt: skip
-    add("--max-body-bytes", type=int, default=int(_env("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
-        help="larger request bodies get a 413")  # fmt: skip
-    add("--train-seconds", type=float, default=float(_env("TRAIN_SECONDS", 3.0)),
-        help="how long non-FaceID tunes train")  # fmt: skip
-    add("--prompt-seconds", type=float, default=float(_env("PROMPT_SECONDS", 2.0)),
-        help="how long a prompt takes once its tune is trained")  # fmt: skip
-    add("--prompt-polls", type=int, default=_env("PROMPT_POLLS", None),
-        help="instead of time: a prompt is done on its Nth read")  # fmt: skip
-    add("--idempotency", action="store_true", default=_flag(_env("IDEMPOTENCY", False)),
-        help="same tune title / same prompt attributes return the existing object")  # fmt: skip
+        help="accept only this bearer key (repeatable); default: any well-formed key",
+    )
+    add(
+        "--max-body-bytes",
+        type=int,
+        default=int(_env("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
+        help="larger request bodies get a 413",
+    )
+    add(
+        "--train-seconds",
+        type=float,
+        default=float(_env("TRAIN_SECONDS", 3.0)),
+        help="how long non-FaceID tunes train",
+    )
+    add(
+        "--prompt-seconds",
+        type=float,
+        default=float(_env("PROMPT_SECONDS", 2.0)),
+        help="how long a prompt takes once its tune is trained",
+    )
+    add(
+        "--prompt-polls",
+        type=int,
+        default=_env("PROMPT_POLLS", None),
+        help="instead of time: a prompt is done on its Nth read",
+    )
+    add(
+        "--callback-body",
+        choices=["wrapped", "bare"],
+        default=_env("CALLBACK_BODY", "wrapped"),
+        help='callback body: {"tune": {...}} as the reference app reads it, or bare',
+    )
+    add(
+        "--callback-retries",
+        type=int,
+        default=int(_env("CALLBACK_RETRIES", 0)),
+        help="attempts after a failed delivery, with backoff (the real API makes none)",
+    )
+    add(
+        "--callback-timeout",
+        type=float,
+        default=float(_env("CALLBACK_TIMEOUT", 10.0)),
+        help="seconds to wait for a webhook receiver",
+    )
+    add(
+        "--callback-allow",
+        action="append",
+        default=[h for h in _env("CALLBACK_ALLOW", "").split(",") if h],
+        help="allow callbacks only to this host, *.domain or CIDR (repeatable)",
+    )
+    add(
+        "--idempotency",
+        action="store_true",
+        default=_flag(_env("IDEMPOTENCY", False)),
+        help="same tune title / same prompt attributes return the existing object",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +168,10 @@ def settings_from(args: argparse.Namespace, port: int) -> Settings:
         prompt_seconds=args.prompt_seconds,
         prompt_polls=int(polls) if polls is not None else None,
         idempotency=args.idempotency,
+        callback_body=args.callback_body,
+        callback_retries=args.callback_retries,
+        callback_timeout=args.callback_timeout,
+        callback_allow=tuple(args.callback_allow),
     )
 
 

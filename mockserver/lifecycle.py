@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import anyio
 import anyio.to_thread
 
 from .backends import Backend, FaceRef, GenerationJob
+from .callbacks import Outbox
 from .clock import Clock, iso
 from .files import FileStore
-from .store import Row, Store
+from .store import Row, Store, Tx
 
 log = logging.getLogger("astria_mock.lifecycle")
 EXPIRY = timedelta(days=30)
@@ -27,8 +29,18 @@ CONCURRENT_GENERATIONS = 4
 
 
 class Lifecycle:
-    def __init__(self, store: Store, files: FileStore, clock: Clock, backend: Backend) -> None:
+    def __init__(
+        self,
+        store: Store,
+        files: FileStore,
+        clock: Clock,
+        backend: Backend,
+        outbox: Outbox,
+        callbacks_due: Callable[[], None],
+    ) -> None:
         self.store = store
+        self.outbox = outbox
+        self.callbacks_due = callbacks_due
         self.files = files
         self.clock = clock
         self.backend = backend
@@ -83,6 +95,15 @@ class Lifecycle:
                 expires_at=iso(now + EXPIRY),
                 ready_after=None,
             )
+            self._notify(tx, tune=tx.tune_by_id(tune["id"]))
+
+    def _notify(self, tx: Tx, tune: Row | None = None, prompt: Row | None = None) -> None:
+        """Queue the callback of a tune or prompt that just changed, in the same transaction."""
+        queued = (tune is not None and self.outbox.tune_ready(tx, tune)) or (
+            prompt is not None and self.outbox.prompt_done(tx, prompt)
+        )
+        if queued:
+            self.callbacks_due()
 
     async def complete(self, prompt_id: int) -> None:
         """Generate a prompt's images now; concurrent calls for one prompt share the work."""
@@ -115,11 +136,13 @@ class Lifecycle:
             tx.update_prompt(
                 prompt_id, trained_at=now, updated_at=now, image_count=len(images), ready_after=None
             )
+            self._notify(tx, prompt=tx.prompt_by_id(prompt_id))
 
     def _fail(self, prompt_id: int, message: str) -> None:
         now = iso(self.clock.now())
         with self.store.begin() as tx:
             tx.update_prompt(prompt_id, user_error=message, updated_at=now, ready_after=None)
+            self._notify(tx, prompt=tx.prompt_by_id(prompt_id))
 
     def _job(self, prompt: Row) -> GenerationJob:
         attrs = prompt["attrs"]

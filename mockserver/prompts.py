@@ -16,6 +16,7 @@ from typing import Any
 import anyio.to_thread
 
 from .bodies import UploadedFile
+from .callbacks import check_callback_url
 from .clock import iso
 from .errors import FACEID_NOT_SUPPORTED, Unprocessable
 from .images import InvalidImage, inspect_upload
@@ -136,9 +137,15 @@ def _check_image(data: bytes, field_name: str) -> None:
 
 
 def draft_prompt(
-    tx: Tx, tenant: str, tune: Mapping[str, Any], fields: dict[str, Any], prompt_id: int
+    services: Services,
+    tx: Tx,
+    tenant: str,
+    tune: Mapping[str, Any],
+    fields: dict[str, Any],
+    prompt_id: int,
 ) -> PromptDraft:
     """Apply every prompt rule (without storing); uploads are checked by ``check_uploads``."""
+    check_callback_url(fields.get("callback"), services.settings.callback_allow)
     if tune["model_type"] == "faceid":
         raise Unprocessable.on("base", FACEID_NOT_SUPPORTED)
     for flag in ("inpaint_faces", "hires_fix"):
@@ -222,7 +229,7 @@ async def create_prompt(
     with services.store.begin() as tx:
         tune = visible_tune(tx, tenant, tune_id)
         prompt_id = tx.next_id("prompts")
-        draft = draft_prompt(tx, tenant, tune, fields, prompt_id)
+        draft = draft_prompt(services, tx, tenant, tune, fields, prompt_id)
         if services.settings.idempotency:
             existing = tx.prompt_by_key(tenant, draft.idem_key)
             if existing is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .callbacks import Outbox
 from .clock import Clock
 from .contract import Contract
 from .files import FileStore
@@ -19,5 +20,6 @@ class Services:
     store: Store
     files: FileStore
     clock: Clock
+    outbox: Outbox
     wake: Callable[[], None]
-    """Tells the lifecycle worker that new work may be due."""
+    """Tells the lifecycle worker and the callback dispatcher that work may be due."""

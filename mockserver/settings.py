@@ -23,6 +23,10 @@ class Settings:
     prompt_seconds: float = 2.0
     prompt_polls: int | None = None
     idempotency: bool = False
+    callback_body: str = "wrapped"
+    callback_retries: int = 0
+    callback_timeout: float = 10.0
+    callback_allow: tuple[str, ...] = ()
 
     @property
     def base_url(self) -> str:

@@ -80,6 +80,26 @@ prompts = Table(
     Column("liked", Boolean, nullable=False, default=False),
 )
 
+callbacks = Table(
+    "callbacks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("entity", String(16), nullable=False),
+    Column("entity_id", Integer, nullable=False),
+    Column("chain", String(48), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float),
+    Column("status_code", Integer),
+    Column("latency_ms", Float),
+    Column("error", Text),
+    Column("finished_at", String(32)),
+)
+
 counters = Table(
     "counters",
     metadata,
@@ -279,6 +299,43 @@ class Tx:
             .order_by(prompts.c.id)
         )
         return _all(self.connection.execute(query))
+
+    # callbacks -----------------------------------------------------------
+    def insert_callback(self, row: dict[str, Any]) -> None:
+        self.connection.execute(insert(callbacks).values(**row))
+
+    def due_callbacks(self, now: float, limit: int) -> list[Row]:
+        query = (
+            select(callbacks)
+            .where(callbacks.c.status == "pending", callbacks.c.next_attempt_at <= now)
+            .order_by(callbacks.c.id)
+            .limit(limit)
+        )
+        return _all(self.connection.execute(query))
+
+    def next_callback_due(self) -> float | None:
+        query = select(func.min(callbacks.c.next_attempt_at)).where(callbacks.c.status == "pending")
+        value = self.connection.execute(query).scalar()
+        return float(value) if value is not None else None
+
+    def update_callback(self, callback_id: int, **values: Any) -> None:
+        self.connection.execute(
+            update(callbacks).where(callbacks.c.id == callback_id).values(**values)
+        )
+
+    def list_callbacks(self, tenant: str | None, filters: dict[str, Any]) -> list[Row]:
+        query = select(callbacks)
+        if tenant is not None:
+            query = query.where(callbacks.c.tenant == tenant)
+        for name, value in filters.items():
+            query = query.where(callbacks.c[name] == value)
+        return _all(self.connection.execute(query.order_by(callbacks.c.id)))
+
+    def clear_callbacks(self, tenant: str | None) -> None:
+        query = delete(callbacks).where(callbacks.c.status != "pending")
+        if tenant is not None:
+            query = query.where(callbacks.c.tenant == tenant)
+        self.connection.execute(query)
 
     def next_due(self) -> float | None:
         """The earliest time any pending work becomes due."""

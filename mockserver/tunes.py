@@ -9,6 +9,7 @@ from typing import Any
 import anyio.to_thread
 
 from .bodies import UploadedFile
+from .callbacks import check_callback_url
 from .clock import iso
 from .errors import Unprocessable
 from .gallery import GALLERY_IDS
@@ -73,6 +74,7 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
     urls = list(fields.get("image_urls") or [])
     if not uploads and not urls:
         raise Unprocessable.on("images", "can't be blank (send images or image_urls)")
+    check_callback_url(fields.get("callback"), services.settings.callback_allow)
     infos = [await anyio.to_thread.run_sync(_inspect, data, i) for i, data in enumerate(uploads)]
 
     with services.store.begin() as tx:
@@ -121,7 +123,9 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
         for index, prompt_fields in enumerate(fields.get("prompts_attributes") or []):
             prompt_id = tx.next_id("prompts")
             try:
-                drafts.append((prompt_id, draft_prompt(tx, tenant, tune, prompt_fields, prompt_id)))
+                drafts.append(
+                    (prompt_id, draft_prompt(services, tx, tenant, tune, prompt_fields, prompt_id))
+                )
             except Unprocessable as exc:
                 prefixed = {f"prompts_attributes[{index}].{k}": v for k, v in exc.fields.items()}
                 raise Unprocessable(prefixed) from None
@@ -146,6 +150,8 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
         for prompt_id, draft in drafts:
             tx.insert_prompt(prompt_row(services, tenant, tune, prompt_id, draft))
         row = tx.tune(tenant, tune_id)
+        if row is not None and row["trained_at"] is not None:
+            services.outbox.tune_ready(tx, row)
     services.wake()
     assert row is not None
     return row

@@ -7,6 +7,7 @@ Every API answer that passes through ``api`` is checked against openapi.yaml.
 from __future__ import annotations
 
 import io
+import json
 import socket
 import threading
 import time
@@ -18,6 +19,10 @@ import httpx
 import pytest
 import uvicorn
 from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from mockserver.app import create_app
@@ -114,12 +119,12 @@ def api(make_api: MakeApi) -> Api:
 class LiveServer:
     """The app under uvicorn on a free port of 127.0.0.1, in a thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, app: Starlette | None = None) -> None:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        app = create_app(replace(settings, port=self.port))
+        app = app or create_app(replace(settings, port=self.port))
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
 
@@ -140,3 +145,45 @@ class LiveServer:
 def live_api() -> Iterator[Api]:
     with LiveServer(DEFAULTS) as server, httpx.Client(base_url=server.url) as client:
         yield Api(client)
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that records every request it gets."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.fail_next = 0
+        self._lock = threading.Lock()
+        app = Starlette(routes=[Route("/{path:path}", self._record, methods=["POST"])])
+        self.server = LiveServer(DEFAULTS, app=app)
+        self.url = self.server.url
+
+    async def _record(self, request: Request) -> Response:
+        body = await request.body()
+        with self._lock:
+            self.received.append(
+                {
+                    "path": request.url.path,
+                    "query": request.url.query,
+                    "headers": dict(request.headers),
+                    "json": json.loads(body),
+                }
+            )
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                return Response(status_code=500)
+        return Response(status_code=204)
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count:
+            assert time.monotonic() < deadline, f"got {len(self.received)} of {count} callbacks"
+            time.sleep(0.01)
+        return list(self.received)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    hook = Receiver()
+    with hook.server:
+        yield hook

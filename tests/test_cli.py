@@ -119,3 +119,35 @@ def test_state_survives_kill_9(tmp_path: Path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_pending_callback_is_delivered_after_kill_9(tmp_path: Path, receiver):
+    args = ("--data-dir", str(tmp_path), "--callback-retries", "10", "--port", str(free_port()))
+    receiver.fail_next = 1000
+    process, url = start(*args)
+    body = {
+        "tune": {
+            "title": "t",
+            "name": "man",
+            "model_type": "faceid",
+            "callback": f"{receiver.url}/hook",
+            "image_urls": ["https://example.com/a.jpg"],
+        }
+    }
+    assert httpx.post(f"{url}/tunes", json=body, headers=HEADERS).status_code == 201
+    receiver.wait_for(1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    receiver.fail_next = 0
+
+    process, url = start(*args)
+    try:
+        log = httpx.get(
+            f"{url}/_mock/callbacks", params={"wait": 15, "status": "delivered"}, timeout=20
+        ).json()
+        [entry] = log["callbacks"]
+        assert entry["attempts"] >= 2
+        assert receiver.received[-1]["json"]["tune"]["title"] == "t"
+    finally:
+        process.terminate()
+        process.wait(10)
