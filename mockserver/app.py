@@ -40,6 +40,7 @@ from .store import Store
 
 log = logging.getLogger("astria_mock")
 JSON_TYPE = "application/json; charset=utf-8"
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def json_response(status: int, body: Any) -> Response:
@@ -89,22 +90,33 @@ def _endpoint(
 
 
 def api_routes(api: Api, contract: Contract, settings: Settings) -> list[BaseRoute]:
+    """One route per path of the contract, dispatching on the method (a 405 lists them all)."""
     allowed = frozenset(settings.api_keys)
-    routes: list[BaseRoute] = []
+    by_path: dict[str, dict[str, Endpoint]] = {}
     for operation in contract.operations.values():
         endpoint = _endpoint(api, operation, allowed, settings.max_body_bytes)
-        path = _starlette_path(operation.path)
-        routes.append(
-            Route(path, endpoint, methods=[operation.method], name=operation.operation_id)
-        )
-    return routes
+        by_path.setdefault(operation.path, {})[operation.method] = endpoint
+    return [
+        Route(_starlette_path(path), _by_method(endpoints), methods=list(endpoints))
+        for path, endpoints in by_path.items()
+    ]
+
+
+def _by_method(endpoints: dict[str, Endpoint]) -> Endpoint:
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await endpoints[method](request)
+
+    return dispatch
 
 
 async def _http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     messages = {404: "Not found", 405: "Method not allowed"}
     message = messages.get(exc.status_code, str(exc.detail))
-    return json_response(exc.status_code, {"error": message})
+    response = json_response(exc.status_code, {"error": message})
+    response.headers.update(exc.headers or {})  # the 405's Allow header
+    return response
 
 
 async def _server_error(_request: Request, _exc: Exception) -> Response:

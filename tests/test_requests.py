@@ -211,5 +211,6 @@ def test_unknown_paths_and_methods_are_json(api: Api):
     response = api.request("PUT", "/tunes")
     assert response.status_code == 405
     assert response.json() == {"error": "Method not allowed"}
+    assert set(response.headers["allow"].split(", ")) == {"GET", "POST", "HEAD"}
     assert api.get("/tunes/99999999999999999999999").status_code == 404
     assert api.get("/tunes/abc").status_code == 404
