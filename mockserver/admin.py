@@ -6,6 +6,7 @@ import json
 import mimetypes
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -20,22 +21,19 @@ from .lifecycle import Lifecycle
 from .serialize import dumps, prompt_json
 from .services import Services
 from .store import Row
+from .violations import violation_json
 
 # A valid, empty safetensors file: an 8-byte header length and an empty JSON header.
 EMPTY_SAFETENSORS = struct.pack("<Q", 2) + b"{}"
 JSON_TYPE = "application/json; charset=utf-8"
 MAX_WAIT = 60.0
+Endpoint = Callable[[Request], Awaitable[Response]]
+Scoped = Callable[[Request, str | None], Awaitable[Response]]
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 
 
 def _json(status: int, body: object) -> Response:
     return Response(dumps(body), status_code=status, media_type=JSON_TYPE)
-
-
-def _tenant(request: Request, services: Services) -> str | None:
-    """Admin calls see one tenant when they send its key, every tenant when they send none."""
-    header = request.headers.get("authorization")
-    return tenant_for(header, frozenset(services.settings.api_keys)) if header else None
 
 
 def callback_json(row: Row) -> dict[str, Any]:
@@ -106,13 +104,9 @@ def routes(services: Services, lifecycle: Lifecycle, dispatcher: Dispatcher) -> 
         assert done is not None
         return _json(200, prompt_json(done, services.settings.base_url))
 
-    async def list_callbacks(request: Request) -> Response:
+    async def list_callbacks(request: Request, tenant: str | None) -> Response:
         """The delivery log; ``wait=S`` blocks until ``count`` matching deliveries finished."""
-        try:
-            tenant = _tenant(request, services)
-            filters, wait, count = _callback_filters(request)
-        except ApiError as error:
-            return _json(error.status, error.body)
+        filters, wait, count = _callback_filters(request)
         deadline = time.monotonic() + wait
         while True:
             with services.store.begin() as tx:
@@ -121,24 +115,44 @@ def routes(services: Services, lifecycle: Lifecycle, dispatcher: Dispatcher) -> 
             left = deadline - time.monotonic()
             if len(finished) >= count or left <= 0:
                 timed_out = wait > 0 and left <= 0
-                return _json(
-                    200, {"callbacks": [callback_json(r) for r in rows], "timed_out": timed_out}
-                )
+                log = [callback_json(row) for row in rows]
+                return _json(200, {"callbacks": log, "timed_out": timed_out})
             await dispatcher.wait_for_change(min(left, 0.5))
 
-    async def clear_callbacks(request: Request) -> Response:
-        try:
-            tenant = _tenant(request, services)
-        except ApiError as error:
-            return _json(error.status, error.body)
+    async def clear_callbacks(_request: Request, tenant: str | None) -> Response:
         with services.store.begin() as tx:
             tx.clear_callbacks(tenant)
         return _json(200, {"message": "Callback log cleared"})
 
+    async def list_violations(_request: Request, tenant: str | None) -> Response:
+        with services.store.begin() as tx:
+            rows = tx.list_violations(tenant)
+        return _json(200, {"violations": [violation_json(row) for row in rows]})
+
+    async def clear_violations(_request: Request, tenant: str | None) -> Response:
+        with services.store.begin() as tx:
+            tx.clear_violations(tenant)
+        return _json(200, {"message": "Violation log cleared"})
+
+    def scoped(handler: Scoped) -> Endpoint:
+        """Admin calls see one tenant when they send its key, every tenant when they send none."""
+        allowed = frozenset(services.settings.api_keys)
+
+        async def endpoint(request: Request) -> Response:
+            header = request.headers.get("authorization")
+            try:
+                return await handler(request, tenant_for(header, allowed) if header else None)
+            except ApiError as error:
+                return _json(error.status, error.body)
+
+        return endpoint
+
     return [
         Route("/_mock/health", health, methods=["GET"]),
-        Route("/_mock/callbacks", list_callbacks, methods=["GET"]),
-        Route("/_mock/callbacks", clear_callbacks, methods=["DELETE"]),
+        Route("/_mock/callbacks", scoped(list_callbacks), methods=["GET"]),
+        Route("/_mock/callbacks", scoped(clear_callbacks), methods=["DELETE"]),
+        Route("/_mock/violations", scoped(list_violations), methods=["GET"]),
+        Route("/_mock/violations", scoped(clear_violations), methods=["DELETE"]),
         Route("/openapi.yaml", openapi, methods=["GET"]),
         Route("/_mock/files/{key:path}", file, methods=["GET"]),
         Route("/_mock/prompts/{id:int}/complete", complete_prompt, methods=["POST"]),

@@ -25,10 +25,9 @@ from . import admin
 from .api import HANDLERS, NO_BODY, Api, Call
 from .auth import tenant_for
 from .backends.placeholder import PlaceholderBackend
-from .bodies import decode_body, for_validation
 from .callbacks import Dispatcher, Outbox
 from .clock import parse_clock
-from .contract import Contract, Operation, violations_to_error
+from .contract import Contract, Operation
 from .errors import ApiError
 from .files import DirectoryFileStore, FileStore, MemoryFileStore
 from .gallery import GALLERY_TUNES
@@ -37,6 +36,8 @@ from .serialize import dumps
 from .services import Services
 from .settings import Settings
 from .store import Store
+from .validation import check_request
+from .violations import record
 
 log = logging.getLogger("astria_mock")
 JSON_TYPE = "application/json; charset=utf-8"
@@ -58,26 +59,24 @@ def _starlette_path(template: str) -> str:
     return re.sub(r"\{(\w+)\}", r"{\1:int}", template)
 
 
-def _endpoint(
-    api: Api, operation: Operation, allowed_keys: frozenset[str], limit: int
-) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(api: Api, operation: Operation) -> Endpoint:
+    """The request chain of one operation: auth, checks against the contract, the handler."""
     handler = HANDLERS[operation.operation_id]
-    accepts_body = bool(operation.media_types)
+    services = api.services
+    settings, store, clock = services.settings, services.store, services.clock
+    allowed_keys = frozenset(settings.api_keys)
+    limit, strict = settings.max_body_bytes, settings.strict
 
     async def endpoint(request: Request) -> Response:
         try:
             tenant = tenant_for(request.headers.get("authorization"), allowed_keys)
-            query = operation.parse_query(request.query_params)
-            body: dict[str, Any] = {}
-            if accepts_body:
-                decoded = await decode_body(request, operation.media_types, limit)
-                body = (
-                    operation.coerce_form(decoded.values) if decoded.from_form else decoded.values
-                )
-                error = violations_to_error(operation.check_body(for_validation(body)))
-                if error is not None:
-                    raise error
-            call = Call(tenant, dict(request.path_params), query, body)
+            checked = await check_request(request, operation, limit, strict=strict)
+            if checked.violations:
+                summary = checked.summary(request)
+                record(store, clock, tenant, operation.operation_id, checked.violations, summary)
+            if checked.error is not None:
+                raise checked.error
+            call = Call(tenant, dict(request.path_params), checked.query, checked.body)
             status, result = await handler(api, call)
             return json_response(status, result)
         except ApiError as error:
@@ -89,12 +88,11 @@ def _endpoint(
     return endpoint
 
 
-def api_routes(api: Api, contract: Contract, settings: Settings) -> list[BaseRoute]:
+def api_routes(api: Api, contract: Contract) -> list[BaseRoute]:
     """One route per path of the contract, dispatching on the method (a 405 lists them all)."""
-    allowed = frozenset(settings.api_keys)
     by_path: dict[str, dict[str, Endpoint]] = {}
     for operation in contract.operations.values():
-        endpoint = _endpoint(api, operation, allowed, settings.max_body_bytes)
+        endpoint = _endpoint(api, operation)
         by_path.setdefault(operation.path, {})[operation.method] = endpoint
     return [
         Route(_starlette_path(path), _by_method(endpoints), methods=list(endpoints))
@@ -157,7 +155,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 group.cancel_scope.cancel()
         store.close()
 
-    routes = [*admin.routes(services, lifecycle, dispatcher), *api_routes(api, contract, settings)]
+    routes = [*admin.routes(services, lifecycle, dispatcher), *api_routes(api, contract)]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -133,6 +133,13 @@ def _serve_parser(sub: Any) -> None:
         help="allow callbacks only to this host, *.domain or CIDR (repeatable)",
     )
     add(
+        "--strict",
+        action="store_true",
+        default=_flag(_env("STRICT", False)),
+        help="answer unknown fields with a 422 instead of ignoring them (all violations are "
+        "logged at /_mock/violations either way)",
+    )
+    add(
         "--idempotency",
         action="store_true",
         default=_flag(_env("IDEMPOTENCY", False)),
@@ -168,6 +175,7 @@ def settings_from(args: argparse.Namespace, port: int) -> Settings:
         prompt_seconds=args.prompt_seconds,
         prompt_polls=int(polls) if polls is not None else None,
         idempotency=args.idempotency,
+        strict=args.strict,
         callback_body=args.callback_body,
         callback_retries=args.callback_retries,
         callback_timeout=args.callback_timeout,

@@ -130,29 +130,56 @@ class Operation:
     def check_body(self, instance: Any) -> list[Violation]:
         """All contract violations of a decoded body (files stand in as strings)."""
         try:
-            return [_violation(error) for error in self._body_validator.iter_errors(instance)]
+            errors = list(self._body_validator.iter_errors(instance))
         except UnicodeEncodeError:
             raise BadRequest(
                 "malformed body: a string holds an unpaired UTF-16 surrogate"
             ) from None
+        found: list[Violation] = []
+        for error in errors:
+            kind = error.kind
+            if isinstance(kind, Kind.AdditionalProperties | Kind.UnevaluatedProperties):
+                found.extend(self._unknown_fields(error, kind.unexpected))
+            else:
+                found.append(_violation(error))
+        return found
 
-    def parse_query(self, query: Mapping[str, str]) -> dict[str, Any]:
-        """Coerce and check query parameters; a bad one is a 400, as the API answers paging."""
+    def _unknown_fields(
+        self, error: jsonschema_rs.ValidationError, names: list[str]
+    ) -> list[Violation]:
+        """Fields the schema does not know. An object that failed another keyword leaves its
+        known fields "unevaluated" too (JSON Schema drops the failed branch's annotations),
+        so each name is checked against the properties the schema declares there."""
+        path = list(error.instance_path)
+        known = self.contract.known_properties(self.body_schema or {}, path)
+        kind = type(error.kind).__name__
+        return [
+            Violation(_field_name([*path, name]), "is not a known field", kind)
+            for name in names
+            if name not in known
+        ]
+
+    @cached_property
+    def _query_validators(self) -> dict[str, jsonschema_rs.Validator]:
+        return {name: jsonschema_rs.validator_for(s) for name, s in self.query_parameters.items()}
+
+    def parse_query(self, query: Mapping[str, str]) -> tuple[dict[str, Any], list[Violation]]:
+        """Coerced query parameters, defaults filled in, and how they break the contract."""
         values: dict[str, Any] = {}
+        violations: list[Violation] = []
         for name, schema in self.query_parameters.items():
             if name not in query:
                 if "default" in schema:
                     values[name] = schema["default"]
                 continue
             value = self.contract.coerce(query[name], schema)
-            validator = jsonschema_rs.validator_for(schema)
-            for error in validator.iter_errors(value):
-                message = f"{name} {_rails_message(error)}"
+            for error in self._query_validators[name].iter_errors(value):
+                message = _rails_message(error)
                 if name == "offset":
                     message += "; page deeper with before_id instead"
-                raise BadRequest(message)
+                violations.append(Violation(name, message, type(error.kind).__name__))
             values[name] = value
-        return values
+        return values, violations
 
 
 class Contract:
@@ -230,23 +257,39 @@ class Contract:
                 types.add("null")
         return types
 
+    def known_properties(self, schema: dict[str, Any], path: list[str | int]) -> set[str]:
+        """The property names the schema declares for the object at ``path`` of an instance."""
+        for step in path:
+            if isinstance(step, int):
+                schema = self._items(schema) or {}
+            else:
+                schema = self._properties(schema).get(step, {})
+        return set(self._properties(schema))
+
+    def _properties(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """Every property an object schema declares, across allOf/anyOf/oneOf."""
+        properties: dict[str, Any] = {}
+        for branch in self._branches(schema):
+            properties.update(branch.get("properties", {}))
+        return properties
+
+    def _items(self, schema: dict[str, Any]) -> dict[str, Any] | None:
+        items = [b["items"] for b in self._branches(schema) if isinstance(b.get("items"), dict)]
+        return items[0] if items else None
+
     def coerce(self, value: Any, schema: dict[str, Any]) -> Any:
         """Text from a form or a query string, converted where the schema asks for another type."""
         if isinstance(value, str):
             return _coerce_text(value, self._types(schema))
         if isinstance(value, dict):
-            properties: dict[str, Any] = {}
-            for branch in self._branches(schema):
-                properties.update(branch.get("properties", {}))
+            properties = self._properties(schema)
             return {
                 key: self.coerce(item, properties[key]) if key in properties else item
                 for key, item in value.items()
             }
         if isinstance(value, list):
-            items = [b["items"] for b in self._branches(schema) if isinstance(b.get("items"), dict)]
-            if not items:
-                return value
-            return [self.coerce(item, items[0]) for item in value]
+            items = self._items(schema)
+            return value if items is None else [self.coerce(item, items) for item in value]
         return value
 
 
@@ -274,11 +317,11 @@ def _coerce_text(text: str, types: set[str]) -> Any:
     return text
 
 
-def violations_to_error(violations: list[Violation]) -> Unprocessable | None:
-    """The 422 for the strict violations, or None when only lenient ones remain."""
+def violations_to_error(violations: list[Violation], strict: bool = False) -> Unprocessable | None:
+    """The 422 for the violations, or None when only lenient ones remain (and not ``strict``)."""
     fields: dict[str, list[str]] = {}
     for violation in violations:
-        if not violation.lenient:
+        if strict or not violation.lenient:
             messages = fields.setdefault(violation.field, [])
             if violation.message not in messages:
                 messages.append(violation.message)
@@ -319,9 +362,6 @@ def _violation(error: jsonschema_rs.ValidationError) -> Violation:
             field = _field_name([*path, alternatives[0]])
             others = ", ".join(alternatives[1:])
             return Violation(field, f"can't be blank (send {field} or {others})", name)
-    if isinstance(kind, Kind.AdditionalProperties | Kind.UnevaluatedProperties):
-        unexpected = kind.unexpected[0] if kind.unexpected else "?"
-        return Violation(_field_name([*path, unexpected]), "is not a known field", name)
     return Violation(_field_name(path), _rails_message(error), name)
 
 

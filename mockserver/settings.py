@@ -23,6 +23,7 @@ class Settings:
     prompt_seconds: float = 2.0
     prompt_polls: int | None = None
     idempotency: bool = False
+    strict: bool = False
     callback_body: str = "wrapped"
     callback_retries: int = 0
     callback_timeout: float = 10.0

@@ -100,6 +100,20 @@ callbacks = Table(
     Column("finished_at", String(32)),
 )
 
+violations = Table(
+    "violations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("operation_id", String(64), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("field", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("request", JSON, nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+
 counters = Table(
     "counters",
     metadata,
@@ -335,6 +349,22 @@ class Tx:
         query = delete(callbacks).where(callbacks.c.status != "pending")
         if tenant is not None:
             query = query.where(callbacks.c.tenant == tenant)
+        self.connection.execute(query)
+
+    # violations ----------------------------------------------------------
+    def insert_violation(self, row: dict[str, Any]) -> None:
+        self.connection.execute(insert(violations).values(**row))
+
+    def list_violations(self, tenant: str | None) -> list[Row]:
+        query = select(violations).order_by(violations.c.id)
+        if tenant is not None:
+            query = query.where(violations.c.tenant == tenant)
+        return _all(self.connection.execute(query))
+
+    def clear_violations(self, tenant: str | None) -> None:
+        query = delete(violations)
+        if tenant is not None:
+            query = query.where(violations.c.tenant == tenant)
         self.connection.execute(query)
 
     def next_due(self) -> float | None:
