@@ -20,7 +20,7 @@ from .errors import ApiError, BadRequest
 from .lifecycle import Lifecycle
 from .serialize import dumps, prompt_json
 from .services import Services
-from .store import Row
+from .store import Row, Store
 from .violations import violation_json
 
 # A valid, empty safetensors file: an 8-byte header length and an empty JSON header.
@@ -68,6 +68,38 @@ def _callback_filters(request: Request) -> tuple[dict[str, Any], float, int]:
     except ValueError:
         raise BadRequest("entity_id and count are integers, wait is seconds") from None
     return filters, wait, count
+
+
+def scoped(handler: Scoped, allowed: frozenset[str]) -> Endpoint:
+    """Admin calls see one tenant when they send its key, every tenant when they send none."""
+
+    async def endpoint(request: Request) -> Response:
+        header = request.headers.get("authorization")
+        try:
+            return await handler(request, tenant_for(header, allowed) if header else None)
+        except ApiError as error:
+            return _json(error.status, error.body)
+
+    return endpoint
+
+
+def violation_routes(store: Store, allowed: frozenset[str]) -> list[BaseRoute]:
+    """``GET``/``DELETE /_mock/violations``: the mock's and the proxy's violation log."""
+
+    async def list_violations(_request: Request, tenant: str | None) -> Response:
+        with store.begin() as tx:
+            rows = tx.list_violations(tenant)
+        return _json(200, {"violations": [violation_json(row) for row in rows]})
+
+    async def clear_violations(_request: Request, tenant: str | None) -> Response:
+        with store.begin() as tx:
+            tx.clear_violations(tenant)
+        return _json(200, {"message": "Violation log cleared"})
+
+    return [
+        Route("/_mock/violations", scoped(list_violations, allowed), methods=["GET"]),
+        Route("/_mock/violations", scoped(clear_violations, allowed), methods=["DELETE"]),
+    ]
 
 
 def routes(services: Services, lifecycle: Lifecycle, dispatcher: Dispatcher) -> list[BaseRoute]:
@@ -124,35 +156,12 @@ def routes(services: Services, lifecycle: Lifecycle, dispatcher: Dispatcher) -> 
             tx.clear_callbacks(tenant)
         return _json(200, {"message": "Callback log cleared"})
 
-    async def list_violations(_request: Request, tenant: str | None) -> Response:
-        with services.store.begin() as tx:
-            rows = tx.list_violations(tenant)
-        return _json(200, {"violations": [violation_json(row) for row in rows]})
-
-    async def clear_violations(_request: Request, tenant: str | None) -> Response:
-        with services.store.begin() as tx:
-            tx.clear_violations(tenant)
-        return _json(200, {"message": "Violation log cleared"})
-
-    def scoped(handler: Scoped) -> Endpoint:
-        """Admin calls see one tenant when they send its key, every tenant when they send none."""
-        allowed = frozenset(services.settings.api_keys)
-
-        async def endpoint(request: Request) -> Response:
-            header = request.headers.get("authorization")
-            try:
-                return await handler(request, tenant_for(header, allowed) if header else None)
-            except ApiError as error:
-                return _json(error.status, error.body)
-
-        return endpoint
-
+    allowed = frozenset(services.settings.api_keys)
     return [
         Route("/_mock/health", health, methods=["GET"]),
-        Route("/_mock/callbacks", scoped(list_callbacks), methods=["GET"]),
-        Route("/_mock/callbacks", scoped(clear_callbacks), methods=["DELETE"]),
-        Route("/_mock/violations", scoped(list_violations), methods=["GET"]),
-        Route("/_mock/violations", scoped(clear_violations), methods=["DELETE"]),
+        Route("/_mock/callbacks", scoped(list_callbacks, allowed), methods=["GET"]),
+        Route("/_mock/callbacks", scoped(clear_callbacks, allowed), methods=["DELETE"]),
+        *violation_routes(services.store, allowed),
         Route("/openapi.yaml", openapi, methods=["GET"]),
         Route("/_mock/files/{key:path}", file, methods=["GET"]),
         Route("/_mock/prompts/{id:int}/complete", complete_prompt, methods=["POST"]),

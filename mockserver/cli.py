@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
+
+from contracts.proxy import create_proxy
 
 from . import __version__
 from .app import create_app
@@ -155,8 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"astria-mock {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _serve_parser(sub)
+    _proxy_parser(sub)
     sub.add_parser("spec", help="print the path of the bundled openapi.yaml")
     return parser
+
+
+def _proxy_parser(sub: Any) -> None:
+    proxy = sub.add_parser(
+        "proxy",
+        help="a validating reverse proxy in front of the real (or a staging) API",
+        description="Forward every request to --upstream unchanged, check requests and answers "
+        "against the contract, and log violations at GET /_mock/violations.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    proxy.add_argument("--upstream", required=True, help="base URL, e.g. https://api.astria.ai")
+    proxy.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    proxy.add_argument("--port", type=int, default=8001, help="port; 0 picks a free one")
+    proxy.add_argument("--timeout", type=float, default=60.0, help="seconds to wait upstream")
+    proxy.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
 
 
 def settings_from(args: argparse.Namespace, port: int) -> Settings:
@@ -195,32 +216,50 @@ class _Server(uvicorn.Server):
         print(self._banner, flush=True)
 
 
-def serve(args: argparse.Namespace) -> int:
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+def _bind(host: str, port: int) -> socket.socket | None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((args.host, args.port))
+        sock.bind((host, port))
     except OSError as exc:
-        print(f"astria-mock: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 2
-    port = sock.getsockname()[1]
-    settings = settings_from(args, port)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
-    app = create_app(settings)
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    banner = f"astria-mock listening on http://{host}:{port}"
-    if settings.public_url:
-        banner += f"\nanswers link to {settings.base_url}"
-    store = "memory" if settings.ephemeral else str(settings.data_dir)
-    banner += f"\nstate: {store}"
-    config = uvicorn.Config(
-        app, log_level=settings.log_level, access_log=settings.log_level == "debug"
-    )
+        print(f"astria-mock: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return None
+    return sock
+
+
+def _run(app: ASGIApp, sock: socket.socket, log_level: str, banner: str) -> int:
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    config = uvicorn.Config(app, log_level=log_level, access_log=log_level == "debug")
     _Server(config, banner).run(sockets=[sock])
     return 0
+
+
+def _listening(host: str, sock: socket.socket) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{sock.getsockname()[1]}"
+
+
+def serve(args: argparse.Namespace) -> int:
+    sock = _bind(args.host, args.port)
+    if sock is None:
+        return 2
+    settings = settings_from(args, sock.getsockname()[1])
+    banner = f"astria-mock listening on {_listening(settings.host, sock)}"
+    if settings.public_url:
+        banner += f"\nanswers link to {settings.base_url}"
+    banner += f"\nstate: {'memory' if settings.ephemeral else settings.data_dir}"
+    return _run(create_app(settings), sock, settings.log_level, banner)
+
+
+def proxy(args: argparse.Namespace) -> int:
+    sock = _bind(args.host, args.port)
+    if sock is None:
+        return 2
+    app = create_proxy(args.upstream, timeout=args.timeout)
+    banner = f"astria-mock proxy listening on {_listening(args.host, sock)} → {args.upstream}"
+    banner += "\nviolations: GET /_mock/violations"
+    return _run(app, sock, args.log_level, banner)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "spec":
         print(SPEC_RESOURCE)
         return 0
+    if args.command == "proxy":
+        return proxy(args)
     return serve(args)
 
 

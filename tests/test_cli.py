@@ -17,9 +17,11 @@ from conftest import jpeg
 HEADERS = {"Authorization": "Bearer sd_cli_test"}
 
 
-def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+def start(
+    *args: str, env: dict[str, str] | None = None, command: str = "serve"
+) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "mockserver.cli", "serve", "--port", "0", *args],
+        [sys.executable, "-m", "mockserver.cli", command, "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -148,6 +150,25 @@ def test_pending_callback_is_delivered_after_kill_9(tmp_path: Path, receiver):
         [entry] = log["callbacks"]
         assert entry["attempts"] >= 2
         assert receiver.received[-1]["json"]["tune"]["title"] == "t"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_proxy_command_forwards_and_logs(live_api):
+    upstream = str(live_api.client.base_url).rstrip("/")
+    process, url = start("--upstream", upstream, command="proxy")
+    try:
+        tune = httpx.get(f"{url}/tunes/690204", headers=HEADERS)
+        assert tune.status_code == 200
+        assert tune.json()["id"] == 690204
+        httpx.post(
+            f"{url}/tunes/690204/prompts",
+            json={"prompt": {"text": "x", "oops": 1}},
+            headers=HEADERS,
+        )
+        [violation] = httpx.get(f"{url}/_mock/violations", headers=HEADERS).json()["violations"]
+        assert violation["field"] == "oops"
     finally:
         process.terminate()
         process.wait(10)
