@@ -24,6 +24,7 @@ import httpx
 
 from . import __version__
 from .clock import Clock, iso
+from .duework import run_when_due
 from .errors import Unprocessable
 from .gallery import GALLERY_IDS
 from .serialize import dumps, prompt_json, tune_json
@@ -150,20 +151,18 @@ class Dispatcher:
             timeout=self.timeout, headers=headers, follow_redirects=False, trust_env=False
         )
         async with client, anyio.create_task_group() as deliveries:
-            while True:
-                self._wakeup.clear()
-                try:
-                    self._start_due(client, deliveries)
-                    with self.store.begin() as tx:
-                        next_due = tx.next_callback_due()
-                except Exception:
-                    log.exception("callback pass failed; retrying in 1 s")
-                    next_due = time.time() + 1
-                timeout = None if next_due is None else max(0.0, next_due - time.time())
-                with anyio.move_on_after(timeout):
-                    await self._wakeup.wait()
+
+            async def start_due() -> float | None:
+                now = time.time()
+                self._start_due(client, deliveries)
+                # Due rows not started wait for a delivery to finish, which wakes the loop.
+                with self.store.begin() as tx:
+                    return tx.next_callback_due(after=now)
+
+            await run_when_due(start_due, self._wakeup, log)
 
     def _start_due(self, client: httpx.AsyncClient, deliveries: anyio.abc.TaskGroup) -> None:
+        """Start deliveries of due rows, up to the concurrency bound, one per chain."""
         free = CONCURRENT_DELIVERIES - len(self._inflight)
         if free <= 0:
             return

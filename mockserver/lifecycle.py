@@ -20,6 +20,7 @@ import anyio.to_thread
 from .backends import Backend, FaceRef, GenerationJob
 from .callbacks import Outbox
 from .clock import Clock, iso
+from .duework import run_when_due
 from .files import FileStore
 from .store import Row, Store, Tx
 
@@ -55,20 +56,10 @@ class Lifecycle:
     async def run(self) -> None:
         """Forever: do what is due, then sleep until the next due time or a wake-up."""
         self._wakeup = asyncio.Event()
-        while True:
-            self._wakeup.clear()
-            try:
-                await self.run_due()
-                with self.store.begin() as tx:
-                    next_due = tx.next_due()
-            except Exception:
-                log.exception("lifecycle pass failed; retrying in 1 s")
-                next_due = time.time() + 1
-            timeout = None if next_due is None else max(0.0, next_due - time.time())
-            with anyio.move_on_after(timeout):
-                await self._wakeup.wait()
+        await run_when_due(self.run_due, self._wakeup, log)
 
-    async def run_due(self) -> None:
+    async def run_due(self) -> float | None:
+        """Finish what is due; returns when the next work is due."""
         now = time.time()
         with self.store.begin() as tx:
             trained = tx.due_tunes(now)
@@ -78,6 +69,8 @@ class Lifecycle:
             due = [row["id"] for row in tx.due_prompts(now)]
         if due:
             await asyncio.gather(*(self.complete(prompt_id) for prompt_id in due))
+        with self.store.begin() as tx:
+            return tx.next_due()
 
     def finish_training(self, tune_id: int) -> None:
         with self.store.begin() as tx:

@@ -327,8 +327,11 @@ class Tx:
         )
         return _all(self.connection.execute(query))
 
-    def next_callback_due(self) -> float | None:
-        query = select(func.min(callbacks.c.next_attempt_at)).where(callbacks.c.status == "pending")
+    def next_callback_due(self, after: float) -> float | None:
+        """The earliest retry time of a pending callback later than ``after``."""
+        query = select(func.min(callbacks.c.next_attempt_at)).where(
+            callbacks.c.status == "pending", callbacks.c.next_attempt_at > after
+        )
         value = self.connection.execute(query).scalar()
         return float(value) if value is not None else None
 

@@ -1,0 +1,30 @@
+"""The loop shared by the lifecycle worker and the callback dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+RETRY_AFTER_FAILURE = 1.0
+
+
+async def run_when_due(
+    work: Callable[[], Awaitable[float | None]], wakeup: asyncio.Event, log: logging.Logger
+) -> None:
+    """Forever: ``work()`` does what is due and says when more is (epoch seconds, or None);
+    then sleep until that time or until ``wakeup`` is set. A failing pass is logged and
+    retried, so one bad row never stops the loop."""
+    while True:
+        wakeup.clear()
+        try:
+            next_due = await work()
+        except Exception:
+            log.exception("pass failed; retrying in %s s", RETRY_AFTER_FAILURE)
+            next_due = time.time() + RETRY_AFTER_FAILURE
+        timeout = None if next_due is None else max(0.0, next_due - time.time())
+        with anyio.move_on_after(timeout):
+            await wakeup.wait()
