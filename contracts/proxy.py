@@ -52,8 +52,8 @@ def create_proxy(
     database_url: str = "sqlite://",
 ) -> Starlette:
     contract = Contract.load()
-    store = Store(database_url)
     clock = Clock()
+    store = Store(database_url, clock.stamp)
     client = httpx.AsyncClient(base_url=upstream.rstrip("/"), timeout=timeout, trust_env=False)
 
     async def forward(request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import mimetypes
 import struct
@@ -12,28 +13,25 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .auth import tenant_for
 from .callbacks import Dispatcher
 from .contract import spec_bytes
 from .errors import ApiError, BadRequest
 from .lifecycle import Lifecycle
-from .serialize import dumps, prompt_json
+from .responses import json_response
+from .serialize import prompt_json
 from .services import Services
 from .store import Row, Store
 from .violations import violation_json
 
 # A valid, empty safetensors file: an 8-byte header length and an empty JSON header.
 EMPTY_SAFETENSORS = struct.pack("<Q", 2) + b"{}"
-JSON_TYPE = "application/json; charset=utf-8"
 MAX_WAIT = 60.0
 Endpoint = Callable[[Request], Awaitable[Response]]
 Scoped = Callable[[Request, str | None], Awaitable[Response]]
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
-
-
-def _json(status: int, body: object) -> Response:
-    return Response(dumps(body), status_code=status, media_type=JSON_TYPE)
 
 
 def callback_json(row: Row) -> dict[str, Any]:
@@ -78,7 +76,7 @@ def scoped(handler: Scoped, allowed: frozenset[str]) -> Endpoint:
         try:
             return await handler(request, tenant_for(header, allowed) if header else None)
         except ApiError as error:
-            return _json(error.status, error.body)
+            return json_response(error.status, error.body)
 
     return endpoint
 
@@ -89,12 +87,12 @@ def violation_routes(store: Store, allowed: frozenset[str]) -> list[BaseRoute]:
     async def list_violations(_request: Request, tenant: str | None) -> Response:
         with store.begin() as tx:
             rows = tx.list_violations(tenant)
-        return _json(200, {"violations": [violation_json(row) for row in rows]})
+        return json_response(200, {"violations": [violation_json(row) for row in rows]})
 
     async def clear_violations(_request: Request, tenant: str | None) -> Response:
         with store.begin() as tx:
             tx.clear_violations(tenant)
-        return _json(200, {"message": "Violation log cleared"})
+        return json_response(200, {"message": "Violation log cleared"})
 
     return [
         Route("/_mock/violations", scoped(list_violations, allowed), methods=["GET"]),
@@ -106,7 +104,7 @@ def routes(services: Services, lifecycle: Lifecycle, dispatcher: Dispatcher) -> 
     spec = spec_bytes()
 
     async def health(_request: Request) -> Response:
-        return _json(200, {"status": "ok"})
+        return json_response(200, {"status": "ok"})
 
     async def openapi(_request: Request) -> Response:
         return Response(spec, media_type="application/yaml")
@@ -117,24 +115,22 @@ def routes(services: Services, lifecycle: Lifecycle, dispatcher: Dispatcher) -> 
             return Response(EMPTY_SAFETENSORS, media_type="application/octet-stream")
         data = services.files.get(key)
         if data is None:
-            return _json(404, {"error": "Not found"})
+            return json_response(404, {"error": "Not found"})
         media_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-        return Response(
-            data, media_type=media_type, headers={"Cache-Control": "public, max-age=31536000"}
-        )
+        return Response(data, media_type=media_type, headers=IMMUTABLE)
 
     async def complete_prompt(request: Request) -> Response:
         prompt_id: int = request.path_params["id"]
         with services.store.begin() as tx:
             prompt = tx.prompt_by_id(prompt_id)
         if prompt is None:
-            return _json(404, {"error": f"Prompt {prompt_id} not found"})
+            return json_response(404, {"error": f"Prompt {prompt_id} not found"})
         lifecycle.finish_training(prompt["tune_id"])
         await lifecycle.complete(prompt_id)
         with services.store.begin() as tx:
             done = tx.prompt_by_id(prompt_id)
         assert done is not None
-        return _json(200, prompt_json(done, services.settings.base_url))
+        return json_response(200, prompt_json(done, services.settings.base_url))
 
     async def list_callbacks(request: Request, tenant: str | None) -> Response:
         """The delivery log; ``wait=S`` blocks until ``count`` matching deliveries finished."""
@@ -148,13 +144,13 @@ def routes(services: Services, lifecycle: Lifecycle, dispatcher: Dispatcher) -> 
             if len(finished) >= count or left <= 0:
                 timed_out = wait > 0 and left <= 0
                 log = [callback_json(row) for row in rows]
-                return _json(200, {"callbacks": log, "timed_out": timed_out})
+                return json_response(200, {"callbacks": log, "timed_out": timed_out})
             await dispatcher.wait_for_change(min(left, 0.5))
 
     async def clear_callbacks(_request: Request, tenant: str | None) -> Response:
         with services.store.begin() as tx:
             tx.clear_callbacks(tenant)
-        return _json(200, {"message": "Callback log cleared"})
+        return json_response(200, {"message": "Callback log cleared"})
 
     allowed = frozenset(services.settings.api_keys)
     return [
@@ -166,3 +162,30 @@ def routes(services: Services, lifecycle: Lifecycle, dispatcher: Dispatcher) -> 
         Route("/_mock/files/{key:path}", file, methods=["GET"]),
         Route("/_mock/prompts/{id:int}/complete", complete_prompt, methods=["POST"]),
     ]
+
+
+class AdminGuard:
+    """With ``--admin-token``, every ``/_mock/`` route but health and files needs the
+    ``X-Admin-Token`` header, so a shared sandbox's controls are not open to all."""
+
+    OPEN = ("/_mock/health", "/_mock/files/")
+    HEADER = b"x-admin-token"
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        guarded = (
+            scope["type"] == "http"
+            and path.startswith("/_mock/")
+            and not path.startswith(self.OPEN)
+        )
+        if guarded:
+            given = dict(scope["headers"]).get(self.HEADER, b"")
+            if not hmac.compare_digest(given, self.token):
+                message = "this sandbox's /_mock/ routes need the X-Admin-Token header"
+                await json_response(401, {"error": message})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

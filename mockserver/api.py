@@ -13,6 +13,7 @@ from typing import Any
 from .errors import Unprocessable
 from .lookup import own_prompt, visible_tune
 from .prompts import create_prompt
+from .responses import NO_BODY
 from .serialize import prompt_json, tune_json
 from .services import Services
 from .store import Row
@@ -29,7 +30,6 @@ class Call:
     body: dict[str, Any]
 
 
-NO_BODY = object()
 Result = tuple[int, Any]
 Handler = Callable[["Api", Call], Awaitable[Result]]
 

@@ -11,28 +11,29 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from typing import Any
 
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from . import admin
-from .api import HANDLERS, NO_BODY, Api, Call
+from . import admin, sandbox
+from .api import HANDLERS, Api, Call
 from .auth import tenant_for
 from .backends.placeholder import PlaceholderBackend
 from .callbacks import Dispatcher, Outbox
 from .clock import parse_clock
 from .contract import Contract, Operation
-from .errors import ApiError
+from .errors import ApiError, TooManyRequests
+from .faults import fault_response, load_faults
 from .files import DirectoryFileStore, FileStore, MemoryFileStore
 from .gallery import GALLERY_TUNES
 from .lifecycle import Lifecycle
-from .serialize import dumps
+from .ratelimit import Rate, RateLimiter
+from .responses import error_response, json_response
 from .services import Services
 from .settings import Settings
 from .store import Store
@@ -40,18 +41,7 @@ from .validation import check_request
 from .violations import record
 
 log = logging.getLogger("astria_mock")
-JSON_TYPE = "application/json; charset=utf-8"
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def json_response(status: int, body: Any) -> Response:
-    if body is NO_BODY:
-        return Response(status_code=status)
-    return Response(dumps(body), status_code=status, media_type=JSON_TYPE)
-
-
-def error_response(error: ApiError) -> Response:
-    return json_response(error.status, error.body)
 
 
 def _starlette_path(template: str) -> str:
@@ -66,18 +56,30 @@ def _endpoint(api: Api, operation: Operation) -> Endpoint:
     settings, store, clock = services.settings, services.store, services.clock
     allowed_keys = frozenset(settings.api_keys)
     limit, strict = settings.max_body_bytes, settings.strict
+    faults, limiter = services.faults, services.limiter
 
     async def endpoint(request: Request) -> Response:
         try:
             tenant = tenant_for(request.headers.get("authorization"), allowed_keys)
+            wait = limiter.take(tenant) if limiter is not None else None
+            if wait is not None:
+                raise TooManyRequests(f"rate limit of {settings.rate_limit} exceeded", wait)
             checked = await check_request(request, operation, limit, strict=strict)
             if checked.violations:
                 summary = checked.summary(request)
                 record(store, clock, tenant, operation.operation_id, checked.violations, summary)
             if checked.error is not None:
                 raise checked.error
+            fault = faults.pick(tenant, request.method, request.url.path, checked.body)
+            if fault is not None:
+                await anyio.sleep(fault.delay)
+                if fault.status is not None and fault.status != 504:
+                    return fault_response(fault)
             call = Call(tenant, dict(request.path_params), checked.query, checked.body)
             status, result = await handler(api, call)
+            if fault is not None and (fault.status or fault.drop or fault.truncate):
+                # A 504 or a broken connection after the work was done, as in production.
+                return fault_response(fault, json_response(status, result))
             return json_response(status, result)
         except ApiError as error:
             return error_response(error)
@@ -125,11 +127,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """The whole mock as one ASGI app, on an in-memory or on-disk store."""
     settings = settings or Settings()
     contract = Contract.load()
-    store = Store(settings.database_url) if settings.ephemeral else _disk_store(settings)
+    clock = parse_clock(settings.clock)
+    if not settings.ephemeral:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.database_url, clock.stamp)
     files: FileStore = (
         MemoryFileStore() if settings.ephemeral else DirectoryFileStore(settings.data_dir / "files")
     )
-    clock = parse_clock(settings.clock)
     outbox = Outbox(settings, clock)
     dispatcher = Dispatcher(store, settings, clock)
     lifecycle = Lifecycle(store, files, clock, PlaceholderBackend(), outbox, dispatcher.wake)
@@ -138,7 +142,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifecycle.wake()
         dispatcher.wake()
 
-    services = Services(settings, contract, store, files, clock, outbox, wake)
+    services = Services(
+        settings=settings,
+        contract=contract,
+        store=store,
+        files=files,
+        clock=clock,
+        outbox=outbox,
+        faults=load_faults(settings),
+        limiter=RateLimiter(Rate.parse(settings.rate_limit)) if settings.rate_limit else None,
+        wake=wake,
+    )
     with store.begin() as tx:
         for tune in GALLERY_TUNES:
             tx.ensure_tune(dict(tune))
@@ -155,17 +169,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 group.cancel_scope.cancel()
         store.close()
 
-    routes = [*admin.routes(services, lifecycle, dispatcher), *api_routes(api, contract)]
+    routes = [
+        *admin.routes(services, lifecycle, dispatcher),
+        *sandbox.routes(services),
+        *api_routes(api, contract),
+    ]
+    middleware = []
+    if settings.admin_token:
+        middleware.append(Middleware(admin.AdminGuard, token=settings.admin_token))
     app = Starlette(
         routes=routes,
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     app.state.services = services
     app.state.lifecycle = lifecycle
     return app
-
-
-def _disk_store(settings: Settings) -> Store:
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    return Store(settings.database_url)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+import yaml
 from starlette.types import ASGIApp
 
 from contracts.proxy import create_proxy
@@ -20,6 +21,7 @@ from . import __version__
 from .app import create_app
 from .clock import parse_clock
 from .contract import SPEC_RESOURCE
+from .ratelimit import Rate
 from .settings import DEFAULT_MAX_BODY_BYTES, Settings
 
 ENV_PREFIX = "ASTRIA_MOCK_"
@@ -36,6 +38,14 @@ def _flag(value: str | bool) -> bool:
 def _clock(value: str) -> str:
     try:
         parse_clock(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _rate(value: str) -> str:
+    try:
+        Rate.parse(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value
@@ -143,6 +153,29 @@ def _serve_parser(sub: Any) -> None:
         "logged at /_mock/violations either way)",
     )
     add(
+        "--rate-limit",
+        type=_rate,
+        default=_env("RATE_LIMIT", None),
+        help="per-key limit such as 10/s or 600/m; beyond it a 429 with Retry-After",
+    )
+    add(
+        "--scenario",
+        type=Path,
+        default=_env("SCENARIO", None),
+        help="YAML file of fault rules to start with ({faults: [...]}, see README)",
+    )
+    add(
+        "--fault-seed",
+        type=int,
+        default=int(_env("FAULT_SEED", 0)),
+        help="seed of the generator behind probabilistic faults and latency ranges",
+    )
+    add(
+        "--admin-token",
+        default=_env("ADMIN_TOKEN", None),
+        help="require this X-Admin-Token header on /_mock/ routes (shared sandboxes)",
+    )
+    add(
         "--idempotency",
         action="store_true",
         default=_flag(_env("IDEMPOTENCY", False)),
@@ -197,6 +230,10 @@ def settings_from(args: argparse.Namespace, port: int) -> Settings:
         prompt_polls=int(polls) if polls is not None else None,
         idempotency=args.idempotency,
         strict=args.strict,
+        rate_limit=args.rate_limit,
+        scenario=args.scenario,
+        fault_seed=args.fault_seed,
+        admin_token=args.admin_token,
         callback_body=args.callback_body,
         callback_retries=args.callback_retries,
         callback_timeout=args.callback_timeout,
@@ -249,7 +286,12 @@ def serve(args: argparse.Namespace) -> int:
     if settings.public_url:
         banner += f"\nanswers link to {settings.base_url}"
     banner += f"\nstate: {'memory' if settings.ephemeral else settings.data_dir}"
-    return _run(create_app(settings), sock, settings.log_level, banner)
+    try:
+        app = create_app(settings)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        print(f"astria-mock: {exc}", file=sys.stderr)
+        return 2
+    return _run(app, sock, settings.log_level, banner)
 
 
 def proxy(args: argparse.Namespace) -> int:

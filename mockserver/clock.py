@@ -27,6 +27,10 @@ class Clock:
         base = self._frozen_at if self._frozen_at is not None else datetime.now(UTC)
         return base + self._offset
 
+    def stamp(self) -> str:
+        """Now, as the API writes timestamps."""
+        return _format(self.now())
+
     def advance(self, delta: timedelta) -> datetime:
         with self._lock:
             self._offset += delta
@@ -51,7 +55,9 @@ def parse_clock(spec: str) -> Clock:
 
 def iso(moment: datetime | None) -> str | None:
     """ISO 8601 in UTC with milliseconds, as the API writes it: ``2023-10-02T14:32:40.363Z``."""
-    if moment is None:
-        return None
+    return None if moment is None else _format(moment)
+
+
+def _format(moment: datetime) -> str:
     utc = moment.astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"

@@ -9,6 +9,7 @@ response. Anything else that escapes a handler is a bug and answers a JSON 500.
     * NotFound (404) — no such object, or not the caller's.
     * PayloadTooLarge (413) — body above the configured limit.
     * UnsupportedMediaType (415) — a body in a content type the operation does not take.
+    * TooManyRequests (429) — rate limited; carries ``Retry-After``.
     * Unprocessable (422) — validation failed; body is the Rails field map
       ``{"field": ["message", ...]}``, rules about the whole object under ``base``.
 """
@@ -26,6 +27,7 @@ class ApiError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.headers: dict[str, str] = {}
 
     @property
     def body(self) -> dict[str, Any]:
@@ -53,6 +55,16 @@ class PayloadTooLarge(ApiError):
 
 class UnsupportedMediaType(ApiError):
     status = 415
+
+
+class TooManyRequests(ApiError):
+    """A 429 with ``Retry-After``, as the API answers clients that poll too fast."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers["Retry-After"] = str(retry_after)
 
 
 class Unprocessable(ApiError):

@@ -27,6 +27,7 @@ def _checkpoint(tune_id: int, title: str, branch: str) -> dict[str, Any]:
         "trained_at": _TRAINED,
         "eta": _TRAINED,
         "expires_at": None,
+        "auto_extend": False,
         "ready_after": None,
     }
 

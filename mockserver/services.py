@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from .callbacks import Outbox
 from .clock import Clock
 from .contract import Contract
+from .faults import Faults
 from .files import FileStore
+from .ratelimit import RateLimiter
 from .settings import Settings
 from .store import Store
 
@@ -21,5 +23,7 @@ class Services:
     files: FileStore
     clock: Clock
     outbox: Outbox
+    faults: Faults
+    limiter: RateLimiter | None
     wake: Callable[[], None]
     """Tells the lifecycle worker and the callback dispatcher that work may be due."""

@@ -24,6 +24,10 @@ class Settings:
     prompt_polls: int | None = None
     idempotency: bool = False
     strict: bool = False
+    rate_limit: str | None = None
+    fault_seed: int = 0
+    admin_token: str | None = None
+    scenario: Path | None = None
     callback_body: str = "wrapped"
     callback_retries: int = 0
     callback_timeout: float = 10.0

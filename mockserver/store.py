@@ -7,7 +7,7 @@ mappings; shaping them into API JSON is ``serialize``'s job, not the store's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     create_engine,
     delete,
     event,
@@ -58,6 +59,7 @@ tunes = Table(
     Column("trained_at", String(32)),
     Column("eta", String(32)),
     Column("expires_at", String(32)),
+    Column("auto_extend", Boolean, nullable=False, default=False),
     Column("ready_after", Float),
 )
 
@@ -144,14 +146,17 @@ def make_engine(url: str) -> Engine:
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    """The engine; ``now`` gives the API clock's time, which decides what has expired."""
+
+    def __init__(self, url: str, now: Callable[[], str]) -> None:
         self.engine = make_engine(url)
+        self.now = now
         metadata.create_all(self.engine)
 
     @contextmanager
     def begin(self) -> Iterator[Tx]:
         with self.engine.begin() as connection:
-            yield Tx(connection)
+            yield Tx(connection, self.now())
 
     def close(self) -> None:
         self.engine.dispose()
@@ -166,8 +171,11 @@ def _all(result: CursorResult[Any]) -> list[Row]:
     return [dict(row) for row in result.mappings()]
 
 
-def _visible(tenant: str) -> Any:
-    return or_(tunes.c.tenant == tenant, tunes.c.tenant == SHARED_TENANT)
+def _visible(tenant: str, now: str) -> Any:
+    """The tenant's tunes and the gallery, less tunes expired (30 days after training)
+    unless they are kept with ``auto_extend``."""
+    alive = or_(tunes.c.expires_at.is_(None), tunes.c.expires_at > now, tunes.c.auto_extend)
+    return and_(or_(tunes.c.tenant == tenant, tunes.c.tenant == SHARED_TENANT), alive)
 
 
 def _valid_id(value: int) -> bool:
@@ -177,8 +185,9 @@ def _valid_id(value: int) -> bool:
 class Tx:
     """One transaction: every read and write of the mock's state."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, now: str) -> None:
         self.connection = connection
+        self.now = now
 
     # ids -----------------------------------------------------------------
     def next_id(self, name: str, skip: frozenset[int] = frozenset()) -> int:
@@ -208,7 +217,7 @@ class Tx:
     def tune(self, tenant: str, tune_id: int) -> Row | None:
         if not _valid_id(tune_id):
             return None
-        query = select(tunes).where(tunes.c.id == tune_id, _visible(tenant))
+        query = select(tunes).where(tunes.c.id == tune_id, _visible(tenant, self.now))
         return _one(self.connection.execute(query))
 
     def tune_by_id(self, tune_id: int) -> Row | None:
@@ -216,11 +225,11 @@ class Tx:
         return _one(self.connection.execute(query))
 
     def tune_by_title(self, tenant: str, title: str) -> Row | None:
-        query = select(tunes).where(tunes.c.tenant == tenant, tunes.c.title == title)
+        query = select(tunes).where(_visible(tenant, self.now), tunes.c.title == title)
         return _one(self.connection.execute(query.order_by(tunes.c.id).limit(1)))
 
     def list_tunes(self, tenant: str, limit: int, before_id: int | None, offset: int) -> list[Row]:
-        query = select(tunes).where(_visible(tenant))
+        query = select(tunes).where(_visible(tenant, self.now))
         if before_id is not None:
             query = query.where(tunes.c.id < before_id)
         query = query.order_by(tunes.c.id.desc()).limit(limit).offset(offset)
@@ -313,6 +322,40 @@ class Tx:
             .order_by(prompts.c.id)
         )
         return _all(self.connection.execute(query))
+
+    # sandbox -------------------------------------------------------------
+    def bring_forward(self, seconds: float) -> None:
+        """Pending work becomes due ``seconds`` sooner (the clock was advanced)."""
+        for table, column in (
+            (tunes, tunes.c.ready_after),
+            (prompts, prompts.c.ready_after),
+            (callbacks, callbacks.c.next_attempt_at),
+        ):
+            self.connection.execute(
+                update(table).where(column.is_not(None)).values({column: column - seconds})
+            )
+
+    def reset(self, tenant: str | None) -> list[str]:
+        """Forget a tenant (or everyone but the gallery); returns the file prefixes to drop."""
+        tune_query = select(tunes.c.id).where(tunes.c.tenant != SHARED_TENANT)
+        prompt_query = select(prompts.c.id)
+        if tenant is not None:
+            tune_query = tune_query.where(tunes.c.tenant == tenant)
+            prompt_query = prompt_query.where(prompts.c.tenant == tenant)
+        prefixes = [f"tunes/{i}" for i in self.connection.execute(tune_query).scalars()]
+        prefixes += [f"prompts/{i}" for i in self.connection.execute(prompt_query).scalars()]
+        for table in (prompts, callbacks, violations):
+            query = delete(table)
+            if tenant is not None:
+                query = query.where(table.c.tenant == tenant)
+            self.connection.execute(query)
+        query = delete(tunes).where(tunes.c.tenant != SHARED_TENANT)
+        if tenant is not None:
+            query = query.where(tunes.c.tenant == tenant)
+        self.connection.execute(query)
+        if tenant is None:
+            self.connection.execute(delete(counters))
+        return prefixes
 
     # callbacks -----------------------------------------------------------
     def insert_callback(self, row: dict[str, Any]) -> None:

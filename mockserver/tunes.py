@@ -117,6 +117,7 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
                 now if ready_now else now + timedelta(seconds=services.settings.train_seconds)
             ),
             "expires_at": iso(now + EXPIRY) if ready_now else None,
+            "auto_extend": bool(fields.get("auto_extend")),
             "ready_after": None if ready_now else time.time() + training.total_seconds(),
         }
         drafts: list[tuple[int, PromptDraft]] = []

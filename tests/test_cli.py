@@ -172,3 +172,25 @@ def test_proxy_command_forwards_and_logs(live_api):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_missing_scenario_file_is_a_clear_error(tmp_path: Path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mockserver.cli",
+            "serve",
+            "--port",
+            "0",
+            "--ephemeral",
+            "--scenario",
+            str(tmp_path / "nope.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "nope.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
