@@ -34,6 +34,7 @@ from .gallery import GALLERY_TUNES
 from .lifecycle import Lifecycle
 from .ratelimit import Rate, RateLimiter
 from .responses import error_response, json_response
+from .seed import SeedError, load_seed
 from .services import Services
 from .settings import Settings
 from .store import Store
@@ -160,6 +161,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if settings.seed_file is not None:
+            try:
+                made = await load_seed(services, settings.seed_file, lifecycle.complete)
+            except SeedError as error:
+                log.error("cannot start: %s", error)
+                raise
+            log.info("seeded %d tunes from %s", made, settings.seed_file)
         async with anyio.create_task_group() as group:
             group.start_soon(lifecycle.run)
             group.start_soon(dispatcher.run)

@@ -165,6 +165,12 @@ def _serve_parser(sub: Any) -> None:
         help="YAML file of fault rules to start with ({faults: [...]}, see README)",
     )
     add(
+        "--seed-file",
+        type=Path,
+        default=_env("SEED_FILE", None),
+        help="YAML of tunes and prompts (with images) to start with, per API key",
+    )
+    add(
         "--fault-seed",
         type=int,
         default=int(_env("FAULT_SEED", 0)),
@@ -234,6 +240,7 @@ def settings_from(args: argparse.Namespace, port: int) -> Settings:
         scenario=args.scenario,
         fault_seed=args.fault_seed,
         admin_token=args.admin_token,
+        seed_file=args.seed_file,
         callback_body=args.callback_body,
         callback_retries=args.callback_retries,
         callback_timeout=args.callback_timeout,

@@ -28,6 +28,7 @@ class Settings:
     fault_seed: int = 0
     admin_token: str | None = None
     scenario: Path | None = None
+    seed_file: Path | None = None
     callback_body: str = "wrapped"
     callback_retries: int = 0
     callback_timeout: float = 10.0

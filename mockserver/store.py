@@ -224,6 +224,10 @@ class Tx:
         query = select(tunes).where(tunes.c.id == tune_id)
         return _one(self.connection.execute(query))
 
+    def has_own_tunes(self, tenant: str) -> bool:
+        query = select(tunes.c.id).where(tunes.c.tenant == tenant).limit(1)
+        return self.connection.execute(query).first() is not None
+
     def tune_by_title(self, tenant: str, title: str) -> Row | None:
         query = select(tunes).where(_visible(tenant, self.now), tunes.c.title == title)
         return _one(self.connection.execute(query.order_by(tunes.c.id).limit(1)))
