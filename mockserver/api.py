@@ -121,7 +121,7 @@ class Api:
         fields.update(call.body.get("prompt") or {})
         index = call.body.get("image_index")
         shown = self._prompt(source)
-        if shown["input_image"] and "input_image_url" not in fields:
+        if shown["input_image"] and not fields.get("input_image_url"):
             fields["input_image_url"] = shown["input_image"]
         if index is not None:
             if index >= len(shown["images"]):

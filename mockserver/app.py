@@ -20,14 +20,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from . import admin, sandbox
+from . import admin, dashboard, sandbox
 from .api import HANDLERS, Api, Call
 from .auth import tenant_for
 from .backends.placeholder import PlaceholderBackend
 from .callbacks import Dispatcher, Outbox
 from .clock import parse_clock
 from .contract import Contract, Operation
-from .errors import ApiError, TooManyRequests
+from .errors import ApiError, NotFound, TooManyRequests
 from .faults import fault_response, load_faults
 from .files import DirectoryFileStore, FileStore, MemoryFileStore
 from .gallery import GALLERY_TUNES
@@ -37,7 +37,7 @@ from .responses import error_response, json_response
 from .seed import SeedError, load_seed
 from .services import Services
 from .settings import Settings
-from .store import Store
+from .store import MAX_ID, Store
 from .validation import check_request
 from .violations import record
 
@@ -76,7 +76,8 @@ def _endpoint(api: Api, operation: Operation) -> Endpoint:
                 await anyio.sleep(fault.delay)
                 if fault.status is not None and fault.status != 504:
                     return fault_response(fault)
-            call = Call(tenant, dict(request.path_params), checked.query, checked.body)
+            path = _path_ids(request.path_params)
+            call = Call(tenant, path, checked.query, checked.body)
             status, result = await handler(api, call)
             if fault is not None and (fault.status or fault.drop or fault.truncate):
                 # A 504 or a broken connection after the work was done, as in production.
@@ -89,6 +90,14 @@ def _endpoint(api: Api, operation: Operation) -> Endpoint:
             return json_response(500, {"error": "Internal server error"})
 
     return endpoint
+
+
+def _path_ids(params: dict[str, int]) -> dict[str, int]:
+    """The path's ids; one outside the contract's 64-bit range names nothing (404)."""
+    for value in params.values():
+        if not 0 < value <= MAX_ID:
+            raise NotFound(f"No object has id {value}")
+    return dict(params)
 
 
 def api_routes(api: Api, contract: Contract) -> list[BaseRoute]:
@@ -180,6 +189,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         *admin.routes(services, lifecycle, dispatcher),
         *sandbox.routes(services),
+        *dashboard.routes(services),
         *api_routes(api, contract),
     ]
     middleware = []

@@ -178,10 +178,6 @@ def _visible(tenant: str, now: str) -> Any:
     return and_(or_(tunes.c.tenant == tenant, tunes.c.tenant == SHARED_TENANT), alive)
 
 
-def _valid_id(value: int) -> bool:
-    return 0 < value <= MAX_ID
-
-
 class Tx:
     """One transaction: every read and write of the mock's state."""
 
@@ -215,8 +211,6 @@ class Tx:
         self.insert_tune(row)
 
     def tune(self, tenant: str, tune_id: int) -> Row | None:
-        if not _valid_id(tune_id):
-            return None
         query = select(tunes).where(tunes.c.id == tune_id, _visible(tenant, self.now))
         return _one(self.connection.execute(query))
 
@@ -266,16 +260,12 @@ class Tx:
         self.connection.execute(insert(prompts).values(**row))
 
     def prompt(self, tenant: str, prompt_id: int, tune_id: int | None = None) -> Row | None:
-        if not _valid_id(prompt_id):
-            return None
         query = select(prompts).where(prompts.c.id == prompt_id, prompts.c.tenant == tenant)
         if tune_id is not None:
             query = query.where(prompts.c.tune_id == tune_id)
         return _one(self.connection.execute(query))
 
     def prompt_by_id(self, prompt_id: int) -> Row | None:
-        if not _valid_id(prompt_id):
-            return None
         query = select(prompts).where(prompts.c.id == prompt_id)
         return _one(self.connection.execute(query))
 
@@ -429,3 +419,32 @@ class Tx:
         ).scalar()
         candidates = [float(v) for v in (tune_due, prompt_due) if v is not None]
         return min(candidates) if candidates else None
+
+    # dashboard (read-only) ----------------------------------------------
+    def recent_tunes(self, tenant: str | None, limit: int) -> list[Row]:
+        """Tenants' own tunes (not the gallery), newest first; every tenant's without one."""
+        query = select(tunes).where(tunes.c.tenant != SHARED_TENANT)
+        if tenant is not None:
+            query = query.where(tunes.c.tenant == tenant)
+        return _all(self.connection.execute(query.order_by(tunes.c.id.desc()).limit(limit)))
+
+    def recent_prompts(self, tenant: str | None, limit: int) -> list[Row]:
+        """Prompts, newest first; every tenant's without one."""
+        query = select(prompts)
+        if tenant is not None:
+            query = query.where(prompts.c.tenant == tenant)
+        return _all(self.connection.execute(query.order_by(prompts.c.id.desc()).limit(limit)))
+
+    def recent_callbacks(self, tenant: str | None, limit: int) -> list[Row]:
+        """The delivery log, newest first."""
+        query = select(callbacks)
+        if tenant is not None:
+            query = query.where(callbacks.c.tenant == tenant)
+        return _all(self.connection.execute(query.order_by(callbacks.c.id.desc()).limit(limit)))
+
+    def recent_violations(self, tenant: str | None, limit: int) -> list[Row]:
+        """The violation log, newest first."""
+        query = select(violations)
+        if tenant is not None:
+            query = query.where(violations.c.tenant == tenant)
+        return _all(self.connection.execute(query.order_by(violations.c.id.desc()).limit(limit)))
