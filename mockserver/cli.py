@@ -15,6 +15,7 @@ import uvicorn
 import yaml
 from starlette.types import ASGIApp
 
+import contracts.cli
 from contracts.proxy import create_proxy
 
 from . import __version__
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _proxy_parser(sub)
     sub.add_parser("spec", help="print the path of the bundled openapi.yaml")
+    contracts.cli.add_commands(sub)
     return parser
 
 
@@ -313,6 +315,9 @@ def proxy(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "func", None) is not None:
+        code: int = args.func(args)
+        return code
     if args.command == "spec":
         print(SPEC_RESOURCE)
         return 0
