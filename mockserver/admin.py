@@ -166,9 +166,12 @@ def routes(services: Services, lifecycle: Lifecycle, dispatcher: Dispatcher) -> 
 
 class AdminGuard:
     """With ``--admin-token``, every ``/_mock/`` route but health and files needs the
-    ``X-Admin-Token`` header, so a shared sandbox's controls are not open to all."""
+    ``X-Admin-Token`` header, so a shared sandbox's controls are not open to all. The
+    dashboard page checks the token itself, so that it can also take ``?token=`` and
+    tell a person what is missing."""
 
     OPEN = ("/_mock/health", "/_mock/files/")
+    SELF_CHECKED = "/_mock/"
     HEADER = b"x-admin-token"
 
     def __init__(self, app: ASGIApp, token: str) -> None:
@@ -181,6 +184,7 @@ class AdminGuard:
             scope["type"] == "http"
             and path.startswith("/_mock/")
             and not path.startswith(self.OPEN)
+            and path != self.SELF_CHECKED
         )
         if guarded:
             given = dict(scope["headers"]).get(self.HEADER, b"")
