@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import mimetypes
+import os
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,7 @@ def callback_json(row: Row) -> dict[str, Any]:
         "url": row["url"],
         "status": row["status"],
         "attempts": row["attempts"],
+        "interrupted": row["interrupted"],
         "status_code": row["status_code"],
         "latency_ms": row["latency_ms"],
         "error": row["error"],
@@ -104,7 +106,8 @@ def routes(services: Services, lifecycle: Lifecycle, dispatcher: Dispatcher) -> 
     spec = spec_bytes()
 
     async def health(_request: Request) -> Response:
-        return json_response(200, {"status": "ok"})
+        # The process id tells replicas (--workers) apart behind one address.
+        return json_response(200, {"status": "ok", "pid": os.getpid()})
 
     async def openapi(_request: Request) -> Response:
         return Response(spec, media_type="application/yaml")

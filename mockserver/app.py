@@ -23,21 +23,16 @@ from starlette.routing import BaseRoute, Route
 from . import admin, dashboard, sandbox
 from .api import HANDLERS, Api, Call
 from .auth import tenant_for
-from .backends.placeholder import PlaceholderBackend
-from .callbacks import Dispatcher, Outbox
-from .clock import parse_clock
 from .contract import Contract, Operation
 from .errors import ApiError, NotFound, TooManyRequests
 from .faults import fault_response, load_faults
-from .files import DirectoryFileStore, FileStore, MemoryFileStore
-from .gallery import GALLERY_TUNES
-from .lifecycle import Lifecycle
 from .ratelimit import Rate, RateLimiter
 from .responses import error_response, json_response
+from .runtime import build_runtime
 from .seed import SeedError, load_seed
 from .services import Services
 from .settings import Settings
-from .store import MAX_ID, Store
+from .store import MAX_ID
 from .validation import check_request
 from .violations import record
 
@@ -137,35 +132,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """The whole mock as one ASGI app, on an in-memory or on-disk store."""
     settings = settings or Settings()
     contract = Contract.load()
-    clock = parse_clock(settings.clock)
-    if not settings.ephemeral:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(settings.database_url, clock.stamp)
-    files: FileStore = (
-        MemoryFileStore() if settings.ephemeral else DirectoryFileStore(settings.data_dir / "files")
-    )
-    outbox = Outbox(settings, clock)
-    dispatcher = Dispatcher(store, settings, clock)
-    lifecycle = Lifecycle(store, files, clock, PlaceholderBackend(), outbox, dispatcher.wake)
-
-    def wake() -> None:
-        lifecycle.wake()
-        dispatcher.wake()
-
+    runtime = build_runtime(settings)
+    store, lifecycle = runtime.store, runtime.lifecycle
     services = Services(
         settings=settings,
         contract=contract,
         store=store,
-        files=files,
-        clock=clock,
-        outbox=outbox,
+        files=runtime.files,
+        clock=runtime.clock,
+        outbox=runtime.outbox,
         faults=load_faults(settings),
         limiter=RateLimiter(Rate.parse(settings.rate_limit)) if settings.rate_limit else None,
-        wake=wake,
+        wake=runtime.wake,
     )
-    with store.begin() as tx:
-        for tune in GALLERY_TUNES:
-            tx.ensure_tune(dict(tune))
     api = Api(services, lifecycle.complete)
 
     @contextlib.asynccontextmanager
@@ -178,8 +157,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 raise
             log.info("seeded %d tunes from %s", made, settings.seed_file)
         async with anyio.create_task_group() as group:
-            group.start_soon(lifecycle.run)
-            group.start_soon(dispatcher.run)
+            group.start_soon(runtime.run, settings.generate)
             try:
                 yield
             finally:
@@ -187,7 +165,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         store.close()
 
     routes = [
-        *admin.routes(services, lifecycle, dispatcher),
+        *admin.routes(services, lifecycle, runtime.dispatcher),
         *sandbox.routes(services),
         *dashboard.routes(services),
         *api_routes(api, contract),

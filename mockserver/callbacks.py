@@ -6,6 +6,13 @@ answer at that moment. The dispatcher POSTs due rows with httpx, off the request
 path, a bounded number at a time, in order within a chain (a tune before its
 prompts). A row stays pending until its delivery is recorded, so a crash or a
 restart delivers it afterwards: at least once, never lost.
+
+Replicas sharing the database each run a dispatcher. A dispatcher claims the
+rows it delivers (a lease longer than the delivery timeout), so every callback
+is sent by one replica, once, unless that replica dies during the delivery:
+then another takes the row when the lease runs out and sends it again, and the
+log counts it as ``interrupted``. Receivers can tell such a repeat by the
+``X-Astria-Mock-Callback`` header, the row's id.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import httpx
 
 from . import __version__
 from .clock import Clock, iso
-from .duework import run_when_due
+from .duework import POLL_SECONDS, run_when_due
 from .errors import Unprocessable
 from .gallery import GALLERY_IDS
 from .serialize import dumps, prompt_json, tune_json
@@ -33,8 +40,8 @@ from .store import Row, Store, Tx
 
 log = logging.getLogger("astria_mock.callbacks")
 CONCURRENT_DELIVERIES = 32
-BATCH = 256
 MAX_BACKOFF = 30.0
+CALLBACK_ID_HEADER = "X-Astria-Mock-Callback"
 
 
 def check_callback_url(url: str | None, allowed: Iterable[str], field: str = "callback") -> None:
@@ -126,10 +133,10 @@ class Dispatcher:
         self.clock = clock
         self.retries = settings.callback_retries
         self.timeout = settings.callback_timeout
+        self.lease = settings.callback_timeout + settings.lease_seconds
         self._wakeup: asyncio.Event | None = None
         self._changed: asyncio.Condition | None = None
         self._inflight: set[int] = set()
-        self._busy_chains: set[str] = set()
 
     def wake(self) -> None:
         if self._wakeup is not None:
@@ -159,26 +166,19 @@ class Dispatcher:
                 with self.store.begin() as tx:
                     return tx.next_callback_due(after=now)
 
-            await run_when_due(start_due, self._wakeup, log)
+            poll = POLL_SECONDS if self.store.shared else None
+            await run_when_due(start_due, self._wakeup, log, poll)
 
     def _start_due(self, client: httpx.AsyncClient, deliveries: anyio.abc.TaskGroup) -> None:
-        """Start deliveries of due rows, up to the concurrency bound, one per chain."""
+        """Claim due rows, up to the concurrency bound, and start their deliveries. The
+        claim leaves out rows behind an earlier pending one of their chain."""
         free = CONCURRENT_DELIVERIES - len(self._inflight)
         if free <= 0:
             return
         with self.store.begin() as tx:
-            due = tx.due_callbacks(time.time(), BATCH)
-        blocked = set(self._busy_chains)
-        for row in due:
-            if row["id"] in self._inflight or row["chain"] in blocked:
-                blocked.add(row["chain"])  # later rows of a chain wait for the earlier ones
-                continue
-            blocked.add(row["chain"])
-            if free <= 0:
-                break
-            free -= 1
+            claimed = tx.claim_due_callbacks(time.time(), self.lease, free)
+        for row in claimed:
             self._inflight.add(row["id"])
-            self._busy_chains.add(row["chain"])
             deliveries.start_soon(self._deliver, client, row)
 
     async def _deliver(self, client: httpx.AsyncClient, row: Row) -> None:
@@ -186,8 +186,9 @@ class Dispatcher:
         started = time.perf_counter()
         status_code: int | None = None
         error: str | None = None
+        headers = {CALLBACK_ID_HEADER: str(row["id"])}
         try:
-            response = await client.post(row["url"], content=row["body"].encode())
+            response = await client.post(row["url"], content=row["body"].encode(), headers=headers)
             status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"receiver answered {status_code}"
@@ -199,6 +200,7 @@ class Dispatcher:
             "status_code": status_code,
             "latency_ms": latency,
             "error": error,
+            "claimed_until": None,
         }
         if error is None:
             values.update(status="delivered", finished_at=iso(self.clock.now()))
@@ -214,7 +216,6 @@ class Dispatcher:
             log.exception("could not record the delivery of callback %s", row["id"])
         finally:
             self._inflight.discard(row["id"])
-            self._busy_chains.discard(row["chain"])
             self.wake()
         if self._changed is not None:
             async with self._changed:

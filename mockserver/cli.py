@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import uvicorn
 import yaml
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp
+from uvicorn.supervisors import Multiprocess
 
 import contracts.cli
 from contracts.proxy import create_proxy
@@ -23,7 +28,8 @@ from .app import create_app
 from .clock import parse_clock
 from .contract import SPEC_RESOURCE
 from .ratelimit import Rate
-from .settings import DEFAULT_MAX_BODY_BYTES, Settings
+from .runtime import build_runtime
+from .settings import DEFAULT_MAX_BODY_BYTES, SETTINGS_VARIABLE, Settings
 
 ENV_PREFIX = "ASTRIA_MOCK_"
 
@@ -44,6 +50,13 @@ def _clock(value: str) -> str:
     return value
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
+
+
 def _rate(value: str) -> str:
     try:
         Rate.parse(value)
@@ -60,7 +73,22 @@ def _serve_parser(sub: Any) -> None:
         "ASTRIA_MOCK_<FLAG> environment variable (e.g. ASTRIA_MOCK_PORT=9000).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add = serve.add_argument
+    _serve_arguments(serve)
+    worker = sub.add_parser(
+        "worker",
+        help="render prompts and deliver callbacks for replicas sharing a database",
+        description="Run no HTTP server: claim due tunes, prompts and callbacks from the "
+        "database that `astria-mock serve` replicas share (--db, or the same --data-dir), "
+        "render the prompts with the chosen backend and deliver the callbacks. Give it the "
+        "same flags as the replicas (the URLs in callback bodies come from --public-url, "
+        "or --host and --port).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _serve_arguments(worker)
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
     add("--host", default=_env("HOST", "127.0.0.1"), help="interface to listen on")
     add("--port", type=int, default=int(_env("PORT", 8000)), help="port; 0 picks a free one")
     add(
@@ -188,6 +216,32 @@ def _serve_parser(sub: Any) -> None:
         default=_flag(_env("IDEMPOTENCY", False)),
         help="same tune title / same prompt attributes return the existing object",
     )
+    add(
+        "--db",
+        default=_env("DB", None),
+        help="database URL shared by replicas, e.g. postgresql://user@host/astria "
+        "(default: SQLite in --data-dir)",
+    )
+    add(
+        "--workers",
+        type=_positive,
+        default=int(_env("WORKERS", 1)),
+        help="serve with this many processes on one port, sharing the database",
+    )
+    add(
+        "--generate",
+        action=argparse.BooleanOptionalAction,
+        default=_flag(_env("GENERATE", True)),
+        help="render due prompts in this process; --no-generate leaves them to "
+        "`astria-mock worker` processes",
+    )
+    add(
+        "--lease-seconds",
+        type=float,
+        default=float(_env("LEASE_SECONDS", 60.0)),
+        help="how long a process holds work it took; after that, if it died, another "
+        "process takes the work over",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,6 +301,10 @@ def settings_from(args: argparse.Namespace, port: int) -> Settings:
         callback_retries=args.callback_retries,
         callback_timeout=args.callback_timeout,
         callback_allow=tuple(args.callback_allow),
+        db=args.db,
+        workers=args.workers,
+        generate=args.generate,
+        lease_seconds=args.lease_seconds,
     )
 
 
@@ -286,6 +344,12 @@ def _listening(host: str, sock: socket.socket) -> str:
     return f"http://{shown}:{sock.getsockname()[1]}"
 
 
+def _state(settings: Settings) -> str:
+    if settings.db:
+        return make_url(settings.db).render_as_string(hide_password=True)
+    return "memory" if settings.ephemeral else str(settings.data_dir)
+
+
 def serve(args: argparse.Namespace) -> int:
     sock = _bind(args.host, args.port)
     if sock is None:
@@ -294,13 +358,77 @@ def serve(args: argparse.Namespace) -> int:
     banner = f"astria-mock listening on {_listening(settings.host, sock)}"
     if settings.public_url:
         banner += f"\nanswers link to {settings.base_url}"
-    banner += f"\nstate: {'memory' if settings.ephemeral else settings.data_dir}"
+    banner += f"\nstate: {_state(settings)}"
+    if settings.workers > 1:
+        if settings.ephemeral:
+            print("astria-mock: --workers needs state they can share, not --ephemeral")
+            return 2
+        banner += f"\nworkers: {settings.workers} processes"
+        return _run_workers(settings, sock, banner)
     try:
         app = create_app(settings)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
+    except (OSError, ValueError, SQLAlchemyError, yaml.YAMLError) as exc:
         print(f"astria-mock: {exc}", file=sys.stderr)
         return 2
     return _run(app, sock, settings.log_level, banner)
+
+
+def app_from_environment() -> ASGIApp:
+    """The app of one ``--workers`` process, from the settings its parent put in the
+    environment (uvicorn starts such processes fresh, by import string)."""
+    return create_app(Settings.from_json(os.environ[SETTINGS_VARIABLE]))
+
+
+def _run_workers(settings: Settings, sock: socket.socket, banner: str) -> int:
+    """N processes on one socket under uvicorn's supervisor, which restarts any that die."""
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        build_runtime(settings).store.close()  # migrate once, before the workers start
+    except (OSError, ValueError, SQLAlchemyError) as exc:
+        print(f"astria-mock: {exc}", file=sys.stderr)
+        return 2
+    os.environ[SETTINGS_VARIABLE] = settings.to_json()
+    config = uvicorn.Config(
+        f"{__name__}:app_from_environment",
+        factory=True,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+    )
+    sock.listen(config.backlog)  # connections wait in the backlog until a worker is up
+    print(banner, flush=True)
+    Multiprocess(config, sockets=[sock]).run()
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    settings = settings_from(args, args.port)
+    if settings.ephemeral:
+        print("astria-mock: a worker shares state with serve: give --db or --data-dir")
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        runtime = build_runtime(settings)
+    except (OSError, ValueError, SQLAlchemyError) as exc:
+        print(f"astria-mock: {exc}", file=sys.stderr)
+        return 2
+    print(f"astria-mock worker: taking work from {_state(settings)}", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        anyio.run(runtime.run, settings.generate)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.store.close()
+    return 0
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def proxy(args: argparse.Namespace) -> int:
@@ -323,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "proxy":
         return proxy(args)
+    if args.command == "worker":
+        return worker(args)
     return serve(args)
 
 

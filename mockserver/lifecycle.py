@@ -4,6 +4,12 @@ Work is due by real time (``ready_after``, seconds since the epoch, stored with
 the row), so it survives a restart and runs even while the API clock is frozen;
 the timestamps written are the API clock's. One task on the event loop finds
 due work; image generation runs in worker threads.
+
+Every replica sharing the database runs this loop. A replica claims due rows
+before working on them (a lease, renewed while a generation runs), so each is
+done once; when a replica dies, its leases run out and another replica takes the
+work. An outcome is written only onto a row that has none yet, so a late second
+worker changes nothing and queues no second callback.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ import anyio.to_thread
 from .backends import Backend, FaceRef, GenerationJob
 from .callbacks import Outbox
 from .clock import Clock, iso
-from .duework import run_when_due
+from .duework import POLL_SECONDS, run_when_due
 from .files import FileStore
 from .store import Row, Store, Tx
 
 log = logging.getLogger("astria_mock.lifecycle")
 EXPIRY = timedelta(days=30)
 CONCURRENT_GENERATIONS = 4
+CLAIM_BATCH = 64
 
 
 class Lifecycle:
@@ -38,8 +45,10 @@ class Lifecycle:
         backend: Backend,
         outbox: Outbox,
         callbacks_due: Callable[[], None],
+        lease: float = 60.0,
     ) -> None:
         self.store = store
+        self.lease = lease
         self.outbox = outbox
         self.callbacks_due = callbacks_due
         self.files = files
@@ -56,19 +65,20 @@ class Lifecycle:
     async def run(self) -> None:
         """Forever: do what is due, then sleep until the next due time or a wake-up."""
         self._wakeup = asyncio.Event()
-        await run_when_due(self.run_due, self._wakeup, log)
+        poll = POLL_SECONDS if self.store.shared else None
+        await run_when_due(self.run_due, self._wakeup, log, poll)
 
     async def run_due(self) -> float | None:
         """Finish what is due; returns when the next work is due."""
         now = time.time()
         with self.store.begin() as tx:
-            trained = tx.due_tunes(now)
+            trained = tx.claim_due_tunes(now, self.lease, CLAIM_BATCH)
         for tune in trained:
             self._finish_training(tune)
         with self.store.begin() as tx:
-            due = [row["id"] for row in tx.due_prompts(now)]
+            due = tx.claim_due_prompts(now, self.lease, CLAIM_BATCH)
         if due:
-            await asyncio.gather(*(self.complete(prompt_id) for prompt_id in due))
+            await asyncio.gather(*(self._complete_claimed(row) for row in due))
         with self.store.begin() as tx:
             return tx.next_due()
 
@@ -81,14 +91,15 @@ class Lifecycle:
     def _finish_training(self, tune: Row) -> None:
         now = self.clock.now()
         with self.store.begin() as tx:
-            tx.update_tune(
+            finished = tx.finish_tune(
                 tune["id"],
                 trained_at=iso(now),
                 updated_at=iso(now),
                 expires_at=iso(now + EXPIRY),
                 ready_after=None,
             )
-            self._notify(tx, tune=tx.tune_by_id(tune["id"]))
+            if finished:
+                self._notify(tx, tune=tx.tune_by_id(tune["id"]))
 
     def _notify(self, tx: Tx, tune: Row | None = None, prompt: Row | None = None) -> None:
         """Queue the callback of a tune or prompt that just changed, in the same transaction."""
@@ -99,22 +110,31 @@ class Lifecycle:
             self.callbacks_due()
 
     async def complete(self, prompt_id: int) -> None:
-        """Generate a prompt's images now; concurrent calls for one prompt share the work."""
+        """Generate a prompt's images now (unless another replica holds it); concurrent
+        calls for one prompt share the work."""
+        with self.store.begin() as tx:
+            claimed = tx.claim_prompt(prompt_id, time.time(), self.lease)
+        if claimed is not None:
+            await self._complete_claimed(claimed)
+        elif prompt_id in self._inflight:
+            await asyncio.shield(self._inflight[prompt_id])
+
+    async def _complete_claimed(self, prompt: Row) -> None:
+        prompt_id = prompt["id"]
         task = self._inflight.get(prompt_id)
         if task is None:
-            task = asyncio.ensure_future(self._complete(prompt_id))
+            task = asyncio.ensure_future(self._complete(prompt))
             self._inflight[prompt_id] = task
             task.add_done_callback(lambda _: self._inflight.pop(prompt_id, None))
         await asyncio.shield(task)
 
-    async def _complete(self, prompt_id: int) -> None:
+    async def _complete(self, prompt: Row) -> None:
+        prompt_id = prompt["id"]
         with self.store.begin() as tx:
-            prompt = tx.prompt_by_id(prompt_id)
-            if prompt is None or prompt["trained_at"] is not None or prompt["user_error"]:
-                return
             tx.update_prompt(prompt_id, started_training_at=iso(self.clock.now()))
         job = self._job(prompt)
-        async with self._limit:
+        async with self._limit, anyio.create_task_group() as holding:
+            holding.start_soon(self._hold, prompt_id)
             try:
                 images = await anyio.to_thread.run_sync(self.backend.generate, job)
                 for index, image in enumerate(images):
@@ -124,18 +144,25 @@ class Lifecycle:
                 log.exception("generation failed for prompt %s", prompt_id)
                 self._fail(prompt_id, f"generation failed: {exc}")
                 return
+            finally:
+                holding.cancel_scope.cancel()
         now = iso(self.clock.now())
         with self.store.begin() as tx:
-            tx.update_prompt(
-                prompt_id, trained_at=now, updated_at=now, image_count=len(images), ready_after=None
-            )
-            self._notify(tx, prompt=tx.prompt_by_id(prompt_id))
+            if tx.finish_prompt(prompt_id, trained_at=now, updated_at=now, image_count=len(images)):
+                self._notify(tx, prompt=tx.prompt_by_id(prompt_id))
+
+    async def _hold(self, prompt_id: int) -> None:
+        """Renew the claim on a prompt while its generation runs."""
+        while True:
+            await anyio.sleep(self.lease / 3)
+            with self.store.begin() as tx:
+                tx.extend_claim(prompt_id, time.time() + self.lease)
 
     def _fail(self, prompt_id: int, message: str) -> None:
         now = iso(self.clock.now())
         with self.store.begin() as tx:
-            tx.update_prompt(prompt_id, user_error=message, updated_at=now, ready_after=None)
-            self._notify(tx, prompt=tx.prompt_by_id(prompt_id))
+            if tx.finish_prompt(prompt_id, user_error=message, updated_at=now):
+                self._notify(tx, prompt=tx.prompt_by_id(prompt_id))
 
     def _job(self, prompt: Row) -> GenerationJob:
         attrs = prompt["attrs"]

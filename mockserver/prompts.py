@@ -209,7 +209,7 @@ def prompt_row(
         "tenant": tenant,
         "tune_id": tune["id"],
         "attrs": draft.attrs,
-        "idem_key": draft.idem_key,
+        "idem_key": draft.idem_key if settings.idempotency else None,
         "created_at": now,
         "updated_at": now,
         "started_training_at": None,
@@ -237,8 +237,11 @@ async def create_prompt(
     await check_uploads(draft)
     await store_uploads(services, prompt_id, draft)
     with services.store.begin() as tx:
-        tx.insert_prompt(prompt_row(services, tenant, tune, prompt_id, draft))
-        row = tx.prompt(tenant, prompt_id)
+        inserted = tx.insert_prompt(prompt_row(services, tenant, tune, prompt_id, draft))
+        # Not inserted: the same prompt was created meanwhile (on this or another replica).
+        row = tx.prompt(tenant, prompt_id) if inserted else tx.prompt_by_key(tenant, draft.idem_key)
+    if not inserted:
+        await anyio.to_thread.run_sync(services.files.delete_prefix, f"prompts/{prompt_id}")
     services.wake()
     assert row is not None
     return row

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
+SETTINGS_VARIABLE = "ASTRIA_MOCK_SETTINGS_JSON"
+"""Where ``serve --workers N`` hands its settings to the processes it starts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,13 @@ class Settings:
     callback_retries: int = 0
     callback_timeout: float = 10.0
     callback_allow: tuple[str, ...] = ()
+    db: str | None = None
+    """A database URL (``postgresql://...``); None keeps SQLite in ``data_dir``."""
+    workers: int = 1
+    generate: bool = True
+    """Whether this process renders due prompts; off, ``astria-mock worker`` processes do."""
+    lease_seconds: float = 60.0
+    """How long a replica holds work it took before another may take it over."""
 
     @property
     def base_url(self) -> str:
@@ -43,6 +54,25 @@ class Settings:
 
     @property
     def database_url(self) -> str:
+        if self.db:
+            return self.db
         if self.ephemeral:
             return "sqlite://"
         return f"sqlite:///{self.data_dir / 'mock.sqlite3'}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        """The settings :meth:`to_json` wrote: paths and tuples restored by field type."""
+        values: dict[str, Any] = json.loads(text)
+        for spec in fields(cls):
+            value = values.get(spec.name)
+            if value is None:
+                continue
+            if "Path" in str(spec.type):
+                values[spec.name] = Path(value)
+            elif "tuple" in str(spec.type):
+                values[spec.name] = tuple(value)
+        return cls(**values)

@@ -1,8 +1,16 @@
-"""State in SQL through SQLAlchemy Core: SQLite (WAL) by default, in memory for tests.
+"""State in SQL through SQLAlchemy Core: SQLite (WAL) by default, PostgreSQL for replicas.
 
 One :class:`Store` owns the engine; ``store.begin()`` opens one transaction as a
 :class:`Tx` whose methods are every query the mock runs. Rows come back as plain
 mappings; shaping them into API JSON is ``serialize``'s job, not the store's.
+The schema is in :mod:`tables`, its versions in :mod:`migrations`.
+
+Several processes may share one database (``--workers``, or replicas on
+PostgreSQL). Ids come from counter rows updated in the creating transaction, so
+they stay unique; timed work is *claimed* (``claim_*``) before it is done, with
+``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so each piece is done by one replica.
+On SQLite every transaction starts with ``BEGIN IMMEDIATE``: transactions of
+several processes queue on the write lock instead of failing half-way.
 """
 
 from __future__ import annotations
@@ -12,19 +20,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
     Connection,
     CursorResult,
     Engine,
-    Float,
-    Integer,
-    MetaData,
-    String,
     Table,
-    Text,
     and_,
+    case,
     create_engine,
     delete,
     event,
@@ -34,114 +35,51 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
+
+from .migrations import migrate
+from .tables import callbacks, counters, prompts, tunes, violations
 
 Row = dict[str, Any]
 SHARED_TENANT = ""  # the gallery: visible to every tenant
 MAX_ID = 2**63 - 1
 
-metadata = MetaData()
 
-tunes = Table(
-    "tunes",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("tenant", String(64), nullable=False, index=True),
-    Column("title", Text, nullable=False),
-    Column("model_type", String(16)),
-    Column("branch", String(16), nullable=False),
-    Column("attrs", JSON, nullable=False),
-    Column("orig_images", JSON, nullable=False),
-    Column("face_key", Text),
-    Column("created_at", String(32), nullable=False),
-    Column("updated_at", String(32), nullable=False),
-    Column("started_training_at", String(32)),
-    Column("trained_at", String(32)),
-    Column("eta", String(32)),
-    Column("expires_at", String(32)),
-    Column("auto_extend", Boolean, nullable=False, default=False),
-    Column("ready_after", Float),
-)
-
-prompts = Table(
-    "prompts",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("tenant", String(64), nullable=False, index=True),
-    Column("tune_id", Integer, nullable=False, index=True),
-    Column("attrs", JSON, nullable=False),
-    Column("idem_key", String(64), index=True),
-    Column("created_at", String(32), nullable=False),
-    Column("updated_at", String(32), nullable=False),
-    Column("started_training_at", String(32)),
-    Column("trained_at", String(32)),
-    Column("ready_after", Float),
-    Column("image_count", Integer, nullable=False, default=0),
-    Column("user_error", Text),
-    Column("polls", Integer, nullable=False, default=0),
-    Column("liked", Boolean, nullable=False, default=False),
-)
-
-callbacks = Table(
-    "callbacks",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("tenant", String(64), nullable=False, index=True),
-    Column("entity", String(16), nullable=False),
-    Column("entity_id", Integer, nullable=False),
-    Column("chain", String(48), nullable=False),
-    Column("url", Text, nullable=False),
-    Column("body", Text, nullable=False),
-    Column("created_at", String(32), nullable=False),
-    Column("status", String(16), nullable=False, index=True),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("next_attempt_at", Float),
-    Column("status_code", Integer),
-    Column("latency_ms", Float),
-    Column("error", Text),
-    Column("finished_at", String(32)),
-)
-
-violations = Table(
-    "violations",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("tenant", String(64), nullable=False, index=True),
-    Column("operation_id", String(64), nullable=False),
-    Column("source", String(16), nullable=False),
-    Column("field", Text, nullable=False),
-    Column("message", Text, nullable=False),
-    Column("kind", String(32), nullable=False),
-    Column("request", JSON, nullable=False),
-    Column("created_at", String(32), nullable=False),
-)
-
-counters = Table(
-    "counters",
-    metadata,
-    Column("name", String(32), primary_key=True),
-    Column("value", Integer, nullable=False),
-)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # transactions are begun by _sqlite_begin
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode: a commit survives the process being killed (the WAL is in the
     # OS's hands); only a power cut can cost the last transactions.
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def database_url(url: str) -> str:
+    """``postgresql://...`` means the psycopg 3 driver; anything else is taken as given."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
 
 
 def make_engine(url: str) -> Engine:
     if url in ("sqlite://", "sqlite:///:memory:"):
-        return create_engine(
+        engine = create_engine(
             "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
         )
-    engine = create_engine(url)
+    else:
+        engine = create_engine(database_url(url), pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
@@ -151,7 +89,16 @@ class Store:
     def __init__(self, url: str, now: Callable[[], str]) -> None:
         self.engine = make_engine(url)
         self.now = now
-        metadata.create_all(self.engine)
+        migrate(self.engine)
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may write here too (always so for PostgreSQL)."""
+        return self.engine.dialect.name != "sqlite" or self.engine.url.database not in (
+            None,
+            "",
+            ":memory:",
+        )
 
     @contextmanager
     def begin(self) -> Iterator[Tx]:
@@ -178,6 +125,17 @@ def _visible(tenant: str, now: str) -> Any:
     return and_(or_(tunes.c.tenant == tenant, tunes.c.tenant == SHARED_TENANT), alive)
 
 
+def _unclaimed(table: Table, now: float) -> Any:
+    """Nobody holds the row, or whoever held it let the lease run out."""
+    return or_(table.c.claimed_until.is_(None), table.c.claimed_until < now)
+
+
+def _due_at(table: Table, column: Any) -> Any:
+    """When a pending row can next be taken: its due time, or the end of a claim on it."""
+    claim = table.c.claimed_until
+    return case((and_(claim.is_not(None), claim > column), claim), else_=column)
+
+
 class Tx:
     """One transaction: every read and write of the mock's state."""
 
@@ -187,28 +145,54 @@ class Tx:
 
     # ids -----------------------------------------------------------------
     def next_id(self, name: str, skip: frozenset[int] = frozenset()) -> int:
-        """The next id of a per-server sequence; ids in ``skip`` are never handed out."""
+        """The next id of a sequence every replica shares; ids in ``skip`` are never handed
+        out. The counter row stays locked until the transaction ends, so ids are unique."""
         while True:
             value = self.connection.execute(
                 update(counters)
                 .where(counters.c.name == name)
                 .values(value=counters.c.value + 1)
                 .returning(counters.c.value)
-            ).scalar()
-            if value is None:
-                self.connection.execute(insert(counters).values(name=name, value=1))
-                value = 1
+            ).scalar_one()
             if value not in skip:
                 return int(value)
 
+    def _dialect_insert(self, table: Table) -> Any:
+        dialect = postgresql if self.connection.dialect.name == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    def _insert_new(self, table: Table, row: dict[str, Any]) -> bool:
+        """Insert ``row``; False when its idempotency key is already taken (an earlier
+        request, on any replica, created the same object)."""
+        if row.get("idem_key") is None:
+            self.connection.execute(insert(table).values(**row))
+            return True
+        statement = (
+            self._dialect_insert(table)
+            .values(**row)
+            .on_conflict_do_nothing(index_elements=["tenant", "idem_key"])
+        )
+        return bool(self.connection.execute(statement).rowcount == 1)
+
+    def _claim(self, table: Table, ids_query: Any, until: float, **values: Any) -> list[Row]:
+        """Hold the rows ``ids_query`` picks until ``until``; returns them as claimed."""
+        ids = list(self.connection.execute(ids_query).scalars())
+        if not ids:
+            return []
+        self.connection.execute(
+            update(table).where(table.c.id.in_(ids)).values(claimed_until=until, **values)
+        )
+        query = select(table).where(table.c.id.in_(ids)).order_by(table.c.id)
+        return _all(self.connection.execute(query))
+
     # tunes ---------------------------------------------------------------
-    def insert_tune(self, row: dict[str, Any]) -> None:
-        self.connection.execute(insert(tunes).values(**row))
+    def insert_tune(self, row: dict[str, Any]) -> bool:
+        return self._insert_new(tunes, row)
 
     def ensure_tune(self, row: dict[str, Any]) -> None:
-        if self.connection.execute(select(tunes.c.id).where(tunes.c.id == row["id"])).first():
-            return
-        self.insert_tune(row)
+        """Insert ``row`` unless its id exists (replicas starting together both try)."""
+        statement = self._dialect_insert(tunes).values(**row)
+        self.connection.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
 
     def tune(self, tenant: str, tune_id: int) -> Row | None:
         query = select(tunes).where(tunes.c.id == tune_id, _visible(tenant, self.now))
@@ -222,9 +206,9 @@ class Tx:
         query = select(tunes.c.id).where(tunes.c.tenant == tenant).limit(1)
         return self.connection.execute(query).first() is not None
 
-    def tune_by_title(self, tenant: str, title: str) -> Row | None:
-        query = select(tunes).where(_visible(tenant, self.now), tunes.c.title == title)
-        return _one(self.connection.execute(query.order_by(tunes.c.id).limit(1)))
+    def tune_by_key(self, tenant: str, key: str) -> Row | None:
+        query = select(tunes).where(tunes.c.tenant == tenant, tunes.c.idem_key == key)
+        return _one(self.connection.execute(query))
 
     def list_tunes(self, tenant: str, limit: int, before_id: int | None, offset: int) -> list[Row]:
         query = select(tunes).where(_visible(tenant, self.now))
@@ -251,13 +235,26 @@ class Tx:
         )
         return prompt_ids
 
-    def due_tunes(self, now: float) -> list[Row]:
-        query = select(tunes).where(tunes.c.trained_at.is_(None), tunes.c.ready_after <= now)
-        return _all(self.connection.execute(query.order_by(tunes.c.id)))
+    def claim_due_tunes(self, now: float, lease: float, limit: int) -> list[Row]:
+        """Tunes whose training time is up and that no replica holds, held for ``lease`` s."""
+        ids = (
+            select(tunes.c.id)
+            .where(tunes.c.trained_at.is_(None), tunes.c.ready_after <= now)
+            .where(_unclaimed(tunes, now))
+            .order_by(tunes.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return self._claim(tunes, ids, now + lease)
+
+    def finish_tune(self, tune_id: int, **values: Any) -> bool:
+        """Mark a tune trained, unless it already is (another replica was first)."""
+        query = update(tunes).where(tunes.c.id == tune_id, tunes.c.trained_at.is_(None))
+        return bool(self.connection.execute(query.values(claimed_until=None, **values)).rowcount)
 
     # prompts -------------------------------------------------------------
-    def insert_prompt(self, row: dict[str, Any]) -> None:
-        self.connection.execute(insert(prompts).values(**row))
+    def insert_prompt(self, row: dict[str, Any]) -> bool:
+        return self._insert_new(prompts, row)
 
     def prompt(self, tenant: str, prompt_id: int, tune_id: int | None = None) -> Row | None:
         query = select(prompts).where(prompts.c.id == prompt_id, prompts.c.tenant == tenant)
@@ -271,7 +268,7 @@ class Tx:
 
     def prompt_by_key(self, tenant: str, key: str) -> Row | None:
         query = select(prompts).where(prompts.c.tenant == tenant, prompts.c.idem_key == key)
-        return _one(self.connection.execute(query.order_by(prompts.c.id).limit(1)))
+        return _one(self.connection.execute(query))
 
     def list_prompts(
         self, tenant: str, tune_id: int | None, limit: int, before_id: int | None, offset: int
@@ -302,20 +299,50 @@ class Tx:
             delete(prompts).where(prompts.c.tenant == tenant, prompts.c.id == prompt_id)
         )
 
-    def due_prompts(self, now: float) -> list[Row]:
-        """Pending prompts whose time has come and whose tune is trained."""
-        query = (
-            select(prompts)
+    def claim_due_prompts(self, now: float, lease: float, limit: int) -> list[Row]:
+        """Pending prompts whose time has come, whose tune is trained and that no replica
+        holds; held for ``lease`` seconds."""
+        ids = (
+            select(prompts.c.id)
             .join(tunes, tunes.c.id == prompts.c.tune_id)
             .where(
                 prompts.c.trained_at.is_(None),
                 prompts.c.user_error.is_(None),
                 prompts.c.ready_after <= now,
                 tunes.c.trained_at.is_not(None),
+                _unclaimed(prompts, now),
             )
             .order_by(prompts.c.id)
+            .limit(limit)
+            .with_for_update(of=prompts, skip_locked=True)
         )
-        return _all(self.connection.execute(query))
+        return self._claim(prompts, ids, now + lease)
+
+    def claim_prompt(self, prompt_id: int, now: float, lease: float) -> Row | None:
+        """Hold one pending prompt (to finish it now), unless another replica holds it."""
+        query = update(prompts).where(
+            prompts.c.id == prompt_id,
+            prompts.c.trained_at.is_(None),
+            prompts.c.user_error.is_(None),
+            _unclaimed(prompts, now),
+        )
+        if not self.connection.execute(query.values(claimed_until=now + lease)).rowcount:
+            return None
+        return self.prompt_by_id(prompt_id)
+
+    def extend_claim(self, prompt_id: int, until: float) -> None:
+        query = update(prompts).where(prompts.c.id == prompt_id, prompts.c.trained_at.is_(None))
+        self.connection.execute(query.values(claimed_until=until))
+
+    def finish_prompt(self, prompt_id: int, **values: Any) -> bool:
+        """Record a prompt's outcome, unless it has one already (another replica's)."""
+        query = update(prompts).where(
+            prompts.c.id == prompt_id,
+            prompts.c.trained_at.is_(None),
+            prompts.c.user_error.is_(None),
+        )
+        values.update(claimed_until=None, ready_after=None)
+        return bool(self.connection.execute(query.values(**values)).rowcount)
 
     # sandbox -------------------------------------------------------------
     def bring_forward(self, seconds: float) -> None:
@@ -348,27 +375,44 @@ class Tx:
             query = query.where(tunes.c.tenant == tenant)
         self.connection.execute(query)
         if tenant is None:
-            self.connection.execute(delete(counters))
+            self.connection.execute(update(counters).values(value=0))
         return prefixes
 
     # callbacks -----------------------------------------------------------
     def insert_callback(self, row: dict[str, Any]) -> None:
         self.connection.execute(insert(callbacks).values(**row))
 
-    def due_callbacks(self, now: float, limit: int) -> list[Row]:
-        query = (
-            select(callbacks)
+    def claim_due_callbacks(self, now: float, lease: float, limit: int) -> list[Row]:
+        """Due callbacks that no replica holds and that no earlier pending callback of
+        their chain waits before (a tune's before its prompts'), held for ``lease`` s.
+        A row taken again after its holder's lease ran out counts as ``interrupted``."""
+        earlier = callbacks.alias("earlier")
+        waiting_behind = (
+            select(earlier.c.id)
+            .where(
+                earlier.c.chain == callbacks.c.chain,
+                earlier.c.status == "pending",
+                earlier.c.id < callbacks.c.id,
+            )
+            .exists()
+        )
+        ids = (
+            select(callbacks.c.id)
             .where(callbacks.c.status == "pending", callbacks.c.next_attempt_at <= now)
+            .where(_unclaimed(callbacks, now), ~waiting_behind)
             .order_by(callbacks.c.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
-        return _all(self.connection.execute(query))
+        taken_again = case((callbacks.c.claimed_until.is_not(None), 1), else_=0)
+        return self._claim(
+            callbacks, ids, now + lease, interrupted=callbacks.c.interrupted + taken_again
+        )
 
     def next_callback_due(self, after: float) -> float | None:
-        """The earliest retry time of a pending callback later than ``after``."""
-        query = select(func.min(callbacks.c.next_attempt_at)).where(
-            callbacks.c.status == "pending", callbacks.c.next_attempt_at > after
-        )
+        """The earliest time after ``after`` that a pending callback can be taken."""
+        due_at = _due_at(callbacks, callbacks.c.next_attempt_at)
+        query = select(func.min(due_at)).where(callbacks.c.status == "pending", due_at > after)
         value = self.connection.execute(query).scalar()
         return float(value) if value is not None else None
 
@@ -408,12 +452,14 @@ class Tx:
         self.connection.execute(query)
 
     def next_due(self) -> float | None:
-        """The earliest time any pending work becomes due."""
+        """The earliest time any pending tune or prompt can be taken."""
         tune_due = self.connection.execute(
-            select(func.min(tunes.c.ready_after)).where(tunes.c.trained_at.is_(None))
+            select(func.min(_due_at(tunes, tunes.c.ready_after))).where(
+                tunes.c.trained_at.is_(None)
+            )
         ).scalar()
         prompt_due = self.connection.execute(
-            select(func.min(prompts.c.ready_after)).where(
+            select(func.min(_due_at(prompts, prompts.c.ready_after))).where(
                 prompts.c.trained_at.is_(None), prompts.c.user_error.is_(None)
             )
         ).scalar()

@@ -79,7 +79,7 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
 
     with services.store.begin() as tx:
         if services.settings.idempotency:
-            existing = tx.tune_by_title(tenant, fields["title"])
+            existing = tx.tune_by_key(tenant, fields["title"])
             if existing is not None:
                 return existing
         base = None
@@ -119,6 +119,7 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
             "expires_at": iso(now + EXPIRY) if ready_now else None,
             "auto_extend": bool(fields.get("auto_extend")),
             "ready_after": None if ready_now else time.time() + training.total_seconds(),
+            "idem_key": fields["title"] if services.settings.idempotency else None,
         }
         drafts: list[tuple[int, PromptDraft]] = []
         for index, prompt_fields in enumerate(fields.get("prompts_attributes") or []):
@@ -147,12 +148,18 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
         await store_uploads(services, prompt_id, draft)
 
     with services.store.begin() as tx:
-        tx.insert_tune(tune)
-        for prompt_id, draft in drafts:
-            tx.insert_prompt(prompt_row(services, tenant, tune, prompt_id, draft))
-        row = tx.tune(tenant, tune_id)
-        if row is not None and row["trained_at"] is not None:
-            services.outbox.tune_ready(tx, row)
+        # Not inserted: the same title was created meanwhile (on this or another replica).
+        existing = None if tx.insert_tune(tune) else tx.tune_by_key(tenant, fields["title"])
+        if existing is None:
+            for prompt_id, draft in drafts:
+                tx.insert_prompt(prompt_row(services, tenant, tune, prompt_id, draft))
+            row = tx.tune(tenant, tune_id)
+            if row is not None and row["trained_at"] is not None:
+                services.outbox.tune_ready(tx, row)
+    if existing is not None:
+        for prefix in [f"tunes/{tune_id}", *(f"prompts/{pid}" for pid, _ in drafts)]:
+            await anyio.to_thread.run_sync(services.files.delete_prefix, prefix)
+        return existing
     services.wake()
     assert row is not None
     return row

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from PIL import Image
@@ -127,6 +133,8 @@ class Receiver:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.fail_next = 0
+        self.delay = 0.0
+        """Seconds to wait, after recording a request, before answering it."""
         self._lock = threading.Lock()
         app = Starlette(routes=[Route("/{path:path}", self._record, methods=["POST"])])
         self.server = LiveServer(DEFAULTS, app=app)
@@ -146,6 +154,8 @@ class Receiver:
             if self.fail_next > 0:
                 self.fail_next -= 1
                 return Response(status_code=500)
+        if self.delay:
+            await anyio.sleep(self.delay)
         return Response(status_code=204)
 
     def wait_for(self, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
@@ -161,3 +171,48 @@ def receiver() -> Iterator[Receiver]:
     hook = Receiver()
     with hook.server:
         yield hook
+
+
+def spawn_mock(
+    *args: str, env: dict[str, str] | None = None, command: str = "serve"
+) -> tuple[subprocess.Popen[str], str]:
+    """``astria-mock COMMAND --port 0 ARGS`` as a process; returns it and the URL it printed."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mockserver.cli", command, "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        match = re.search(r"listening on (http://\S+)|(taking work from)", line)
+        if match:
+            return process, match.group(1) or ""
+    process.kill()
+    raise AssertionError(f"astria-mock {command} printed no start line")
+
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "ASTRIA_MOCK_TEST_POSTGRES", "postgresql://root@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped after it. Skipped, with the
+    reason, where no server answers (set ASTRIA_MOCK_TEST_POSTGRES to point at one)."""
+    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN_URL}: {exc}".strip())
+    name = f"astria_mock_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

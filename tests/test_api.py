@@ -286,7 +286,9 @@ def test_sizes_from_aspect_ratio(api: Api):
 
 
 def test_health_and_spec_are_served(api: Api):
-    assert api.client.get("/_mock/health").json() == {"status": "ok"}
+    health = api.client.get("/_mock/health").json()
+    assert health["status"] == "ok"
+    assert isinstance(health["pid"], int)
     spec = api.client.get("/openapi.yaml")
     assert spec.status_code == 200
     assert b"openapi: 3.1" in spec.content

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import socket
 import subprocess
@@ -13,29 +11,9 @@ from pathlib import Path
 
 import httpx
 from conftest import jpeg
+from conftest import spawn_mock as start
 
 HEADERS = {"Authorization": "Bearer sd_cli_test"}
-
-
-def start(
-    *args: str, env: dict[str, str] | None = None, command: str = "serve"
-) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mockserver.cli", command, "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    assert process.stdout is not None
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        match = re.search(r"listening on (http://\S+)", line)
-        if match:
-            return process, match.group(1)
-    process.kill()
-    raise AssertionError("the server printed no URL")
 
 
 def test_help_lists_every_flag():

@@ -1,0 +1,77 @@
+"""The store's own versioned schema, brought up to date when a replica starts.
+
+An empty database gets the whole schema of :mod:`tables` at once. A database of an
+earlier version gets each later step in order. Every replica runs this at start,
+under a lock (PostgreSQL: an advisory lock; SQLite: the write lock), so replicas
+starting together apply each step once. Version 1 is the schema of the releases
+before versioning, recognised by its tables.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Connection, Engine, func, insert, inspect, select
+
+from .tables import COUNTERS, counters, metadata, schema_version
+
+log = logging.getLogger("astria_mock.store")
+ADVISORY_LOCK = 0x4153_5452_4941  # "ASTRIA": one lock id for every replica of the schema
+
+STEPS: dict[int, tuple[str, ...]] = {
+    2: (
+        # Work claimed by one replica at a time (tables.py explains the lease).
+        "ALTER TABLE tunes ADD COLUMN claimed_until FLOAT",
+        "ALTER TABLE prompts ADD COLUMN claimed_until FLOAT",
+        "ALTER TABLE callbacks ADD COLUMN claimed_until FLOAT",
+        "ALTER TABLE callbacks ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX ix_callbacks_chain ON callbacks (chain)",
+        # Idempotency by a unique index. Version 1 kept a prompt's key even without
+        # --idempotency; keep only the first prompt of each key.
+        "ALTER TABLE tunes ADD COLUMN idem_key TEXT",
+        "UPDATE prompts SET idem_key = NULL WHERE id NOT IN "
+        "(SELECT MIN(id) FROM prompts WHERE idem_key IS NOT NULL GROUP BY tenant, idem_key)",
+        "DROP INDEX IF EXISTS ix_prompts_idem_key",
+        "CREATE UNIQUE INDEX tunes_idem_key ON tunes (tenant, idem_key)",
+        "CREATE UNIQUE INDEX prompts_idem_key ON prompts (tenant, idem_key)",
+    ),
+}
+SCHEMA_VERSION = max(STEPS)
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the database to :data:`SCHEMA_VERSION`; returns the version found (0: empty)."""
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(select(func.pg_advisory_xact_lock(ADVISORY_LOCK)))
+        found = _version(connection)
+        if found == 0:
+            metadata.create_all(connection)
+        else:
+            if found < SCHEMA_VERSION:
+                schema_version.create(connection, checkfirst=True)
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                log.info("migrating the store to version %d", version)
+                for statement in STEPS[version]:
+                    connection.exec_driver_sql(statement)
+        if found < SCHEMA_VERSION:
+            connection.execute(schema_version.delete())
+            connection.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+        have = set(connection.execute(select(counters.c.name)).scalars())
+        for name in COUNTERS:
+            if name not in have:
+                connection.execute(insert(counters).values(name=name, value=0))
+    if found > SCHEMA_VERSION:
+        log.warning(
+            "the store is at schema version %d, newer than this release's %d",
+            found,
+            SCHEMA_VERSION,
+        )
+    return found
+
+
+def _version(connection: Connection) -> int:
+    tables = set(inspect(connection).get_table_names())
+    if "schema_version" in tables:
+        return int(connection.execute(select(func.max(schema_version.c.version))).scalar() or 0)
+    return 1 if "tunes" in tables else 0

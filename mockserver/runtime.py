@@ -1,0 +1,64 @@
+"""The parts of a mock process beside HTTP: state, files, the lifecycle, the dispatcher.
+
+``astria-mock serve`` builds these under its Starlette app; ``astria-mock
+worker`` builds the same parts with no app, to render prompts and deliver
+callbacks for replicas that share its database and files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+
+from .backends.placeholder import PlaceholderBackend
+from .callbacks import Dispatcher, Outbox
+from .clock import Clock, parse_clock
+from .files import DirectoryFileStore, FileStore, MemoryFileStore
+from .gallery import GALLERY_TUNES
+from .lifecycle import Lifecycle
+from .settings import Settings
+from .store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    clock: Clock
+    store: Store
+    files: FileStore
+    outbox: Outbox
+    dispatcher: Dispatcher
+    lifecycle: Lifecycle
+
+    def wake(self) -> None:
+        """Tell the lifecycle and the dispatcher that work may be due."""
+        self.lifecycle.wake()
+        self.dispatcher.wake()
+
+    async def run(self, generate: bool) -> None:
+        """Deliver callbacks and, with ``generate``, do due work, until cancelled."""
+        async with anyio.create_task_group() as group:
+            if generate:
+                group.start_soon(self.lifecycle.run)
+            group.start_soon(self.dispatcher.run)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Open the store (migrating it), the files, and the background workers."""
+    clock = parse_clock(settings.clock)
+    if not settings.ephemeral:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.database_url, clock.stamp)
+    with store.begin() as tx:
+        for tune in GALLERY_TUNES:
+            tx.ensure_tune(dict(tune))
+    files: FileStore = (
+        MemoryFileStore() if settings.ephemeral else DirectoryFileStore(settings.data_dir / "files")
+    )
+    outbox = Outbox(settings, clock)
+    dispatcher = Dispatcher(store, settings, clock)
+    lifecycle = Lifecycle(
+        store, files, clock, PlaceholderBackend(), outbox, dispatcher.wake, settings.lease_seconds
+    )
+    return Runtime(settings, clock, store, files, outbox, dispatcher, lifecycle)

@@ -1,0 +1,123 @@
+"""The mock's tables, as SQLAlchemy Core metadata: the same schema on SQLite and PostgreSQL.
+
+Ids are 64-bit (``BigInteger``), as the API's are. Work that waits for its time
+(a tune training, a prompt rendering, a callback) carries ``claimed_until``: a
+replica that takes the work sets it a lease ahead, so no other replica takes the
+same row while the lease runs, and any replica takes it again once the lease has
+run out (the one holding it died). ``idem_key`` columns are set only with
+``--idempotency``; a unique index on them, not a check-then-insert, keeps two
+replicas from creating the same object twice.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+tunes = Table(
+    "tunes",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("title", Text, nullable=False),
+    Column("model_type", String(16)),
+    Column("branch", String(16), nullable=False),
+    Column("attrs", JSON, nullable=False),
+    Column("orig_images", JSON, nullable=False),
+    Column("face_key", Text),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    Column("started_training_at", String(32)),
+    Column("trained_at", String(32)),
+    Column("eta", String(32)),
+    Column("expires_at", String(32)),
+    Column("auto_extend", Boolean, nullable=False, default=False),
+    Column("ready_after", Float),
+    Column("claimed_until", Float),
+    Column("idem_key", Text),
+    Index("tunes_idem_key", "tenant", "idem_key", unique=True),
+)
+
+prompts = Table(
+    "prompts",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("tune_id", BigInteger, nullable=False, index=True),
+    Column("attrs", JSON, nullable=False),
+    Column("idem_key", String(64)),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    Column("started_training_at", String(32)),
+    Column("trained_at", String(32)),
+    Column("ready_after", Float),
+    Column("claimed_until", Float),
+    Column("image_count", Integer, nullable=False, default=0),
+    Column("user_error", Text),
+    Column("polls", Integer, nullable=False, default=0),
+    Column("liked", Boolean, nullable=False, default=False),
+    Index("prompts_idem_key", "tenant", "idem_key", unique=True),
+)
+
+callbacks = Table(
+    "callbacks",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("entity", String(16), nullable=False),
+    Column("entity_id", BigInteger, nullable=False),
+    Column("chain", String(48), nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float),
+    Column("claimed_until", Float),
+    Column("interrupted", Integer, nullable=False, default=0),
+    Column("status_code", Integer),
+    Column("latency_ms", Float),
+    Column("error", Text),
+    Column("finished_at", String(32)),
+)
+
+violations = Table(
+    "violations",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("operation_id", String(64), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("field", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("request", JSON, nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+COUNTERS = ("tunes", "prompts", "callbacks", "violations")
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+)

@@ -1,0 +1,82 @@
+"""The store's versioned schema: a database of an earlier version opens with nothing lost."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from conftest import KEY
+from sqlalchemy import create_engine, inspect
+from starlette.testclient import TestClient
+
+from mockserver.app import create_app
+from mockserver.auth import tenant_for
+from mockserver.migrations import SCHEMA_VERSION, migrate
+from mockserver.settings import Settings
+
+V1_SCHEMA = Path(__file__).parent / "data" / "schema_v1.sql"
+STAMP = "2026-11-01T10:00:00.000Z"
+TENANT = tenant_for(f"Bearer {KEY}", frozenset())
+
+
+def v1_database(path: Path) -> None:
+    """A data dir's database as the releases before versioning left it."""
+    db = sqlite3.connect(path)
+    db.executescript(V1_SCHEMA.read_text())
+    attrs = json.dumps({"name": "man", "token": "ohwx", "is_api": True})
+    db.execute(
+        "INSERT INTO tunes VALUES (1, ?, 'Old tune', 'faceid', 'sd15', ?, '[]', NULL, ?, ?, ?, ?,"
+        " ?, NULL, 0, NULL)",
+        (TENANT, attrs, STAMP, STAMP, STAMP, STAMP, STAMP),
+    )
+    prompt = json.dumps({"text": "old", "num_images": 1, "seed": 5, "width": 512, "height": 512})
+    for prompt_id in (1, 2):  # version 1 kept the same key on every identical prompt
+        db.execute(
+            "INSERT INTO prompts VALUES (?, ?, 690204, ?, 'samekey', ?, ?, NULL, NULL, 1e18, 0,"
+            " NULL, 0, 0)",
+            (prompt_id, TENANT, prompt, STAMP, STAMP),
+        )
+    db.execute(
+        "INSERT INTO callbacks VALUES (1, ?, 'tune', 1, 'tune:1', 'http://127.0.0.1:9/x', '{}',"
+        " ?, 'delivered', 1, NULL, 204, 1.5, NULL, ?)",
+        (TENANT, STAMP, STAMP),
+    )
+    db.executemany(
+        "INSERT INTO counters VALUES (?, ?)", [("tunes", 1), ("prompts", 2), ("callbacks", 1)]
+    )
+    db.commit()
+    db.close()
+
+
+def test_version_1_database_is_migrated_and_keeps_its_objects(tmp_path):
+    v1_database(tmp_path / "mock.sqlite3")
+    app = create_app(Settings(data_dir=tmp_path, prompt_seconds=60.0))
+
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        tune = client.get("/tunes/1", headers=headers).json()
+        assert tune["title"] == "Old tune"
+        assert [p["id"] for p in client.get("/prompts", headers=headers).json()] == [2, 1]
+        created = client.post(
+            "/tunes/690204/prompts", json={"prompt": {"text": "new"}}, headers=headers
+        )
+        assert created.status_code == 201
+        assert created.json()["id"] == 3  # the counters carried over
+        log = client.get("/_mock/callbacks", headers=headers).json()["callbacks"]
+        assert [(c["id"], c["status"], c["interrupted"]) for c in log] == [(1, "delivered", 0)]
+
+    db = sqlite3.connect(tmp_path / "mock.sqlite3")
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    keys = db.execute("SELECT id, idem_key FROM prompts ORDER BY id").fetchall()
+    assert keys == [(1, "samekey"), (2, None), (3, None)]
+
+
+def test_migrating_twice_changes_nothing(tmp_path):
+    v1_database(tmp_path / "mock.sqlite3")
+    engine = create_engine(f"sqlite:///{tmp_path / 'mock.sqlite3'}")
+    assert migrate(engine) == 1
+    columns = {c["name"] for c in inspect(engine).get_columns("callbacks")}
+    assert {"claimed_until", "interrupted"} <= columns
+    assert migrate(engine) == SCHEMA_VERSION
+    assert migrate(create_engine("sqlite://")) == 0
