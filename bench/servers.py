@@ -50,6 +50,15 @@ def http_status(port: int, path: str, timeout: float = 1.0) -> int | None:
     return int(parts[1])
 
 
+def server_env() -> dict[str, str]:
+    """The environment of every process the harness starts: its own checkout first on the
+    import path. A server runs outside the checkout (``python -m`` from a temp dir), where
+    ``import mockserver`` would otherwise find whatever is installed, maybe another tree,
+    while the in-process rows (``image``) import this one."""
+    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def mock_command(data_dir: Path, port: int, *extra: str) -> list[str]:
     """``astria-mock serve`` on its defaults (SQLite on disk), as the README runs it."""
     return [
@@ -108,6 +117,7 @@ class Server:
         self.process = subprocess.Popen(
             self.command,
             cwd=self.cwd or tempfile.gettempdir(),
+            env=server_env(),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

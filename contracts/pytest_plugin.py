@@ -41,7 +41,7 @@ ALLOW_MARK = "astria_mock_allow_violations"
 class MockHandle:
     """A running mock as a test sees it: where it is, its key, what it saw and sent."""
 
-    def __init__(self, client: httpx.Client, url: str, api_key: str) -> None:
+    def __init__(self, client: httpx.Client | TestClient, url: str, api_key: str) -> None:
         self.url = url
         self.api_key = api_key
         self._client = client
@@ -50,8 +50,9 @@ class MockHandle:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
 
-    def client(self) -> httpx.Client:
-        """An httpx client for the API with this test's key (closed with the test)."""
+    def client(self) -> httpx.Client | TestClient:
+        """An httpx client for the API with this test's key (closed with the test); in
+        process, Starlette's TestClient (an httpx or, where installed, httpx2 client)."""
         return self._client
 
     def violations(self) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import anyio
 from starlette.applications import Starlette
@@ -24,6 +24,7 @@ from . import admin, dashboard, sandbox
 from .api import HANDLERS, Api, Call
 from .auth import tenant_for
 from .contract import Contract, Operation
+from .dispatch import Endpoint, MockApp
 from .errors import ApiError, NotFound, TooManyRequests
 from .faults import fault_response, load_faults
 from .ratelimit import Rate, RateLimiter
@@ -35,9 +36,9 @@ from .settings import Settings
 from .store import MAX_ID
 from .validation import check_request
 from .violations import record
+from .wakeup import CoalescedWake
 
 log = logging.getLogger("astria_mock")
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _starlette_path(template: str) -> str:
@@ -66,7 +67,11 @@ def _endpoint(api: Api, operation: Operation) -> Endpoint:
                 record(store, clock, tenant, operation.operation_id, checked.violations, summary)
             if checked.error is not None:
                 raise checked.error
-            fault = faults.pick(tenant, request.method, request.url.path, checked.body)
+            fault = (
+                faults.pick(tenant, request.method, request.url.path, checked.body)
+                if faults.active
+                else None
+            )
             if fault is not None:
                 await anyio.sleep(fault.delay)
                 if fault.status is not None and fault.status != 504:
@@ -95,15 +100,20 @@ def _path_ids(params: dict[str, int]) -> dict[str, int]:
     return dict(params)
 
 
-def api_routes(api: Api, contract: Contract) -> list[BaseRoute]:
-    """One route per path of the contract, dispatching on the method (a 405 lists them all)."""
+def api_operations(api: Api, contract: Contract) -> dict[str, dict[str, Endpoint]]:
+    """The endpoint of each operation of the contract, by path template and method."""
     by_path: dict[str, dict[str, Endpoint]] = {}
     for operation in contract.operations.values():
         endpoint = _endpoint(api, operation)
         by_path.setdefault(operation.path, {})[operation.method] = endpoint
+    return by_path
+
+
+def api_routes(operations: dict[str, dict[str, Endpoint]]) -> list[BaseRoute]:
+    """One route per path of the contract, dispatching on the method (a 405 lists them all)."""
     return [
         Route(_starlette_path(path), _by_method(endpoints), methods=list(endpoints))
-        for path, endpoints in by_path.items()
+        for path, endpoints in operations.items()
     ]
 
 
@@ -143,9 +153,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         outbox=runtime.outbox,
         faults=load_faults(settings),
         limiter=RateLimiter(Rate.parse(settings.rate_limit)) if settings.rate_limit else None,
-        wake=runtime.wake,
+        wake=CoalescedWake(runtime.wake),
     )
     api = Api(services, lifecycle.complete)
+    operations = api_operations(api, contract)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -168,12 +179,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *admin.routes(services, lifecycle, runtime.dispatcher),
         *sandbox.routes(services),
         *dashboard.routes(services),
-        *api_routes(api, contract),
+        *api_routes(operations),
     ]
     middleware = []
     if settings.admin_token:
         middleware.append(Middleware(admin.AdminGuard, token=settings.admin_token))
-    app = Starlette(
+    app = MockApp(
+        operations,
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 from .errors import Unauthorized
 
@@ -17,6 +18,13 @@ def tenant_for(header: str | None, allowed: frozenset[str]) -> str:
     """
     if not header:
         raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <key>'")
+    return _tenant(header, allowed)
+
+
+@lru_cache(maxsize=1024)
+def _tenant(header: str, allowed: frozenset[str]) -> str:
+    """The work of ``tenant_for``, remembered per header: a client sends the same one on
+    every request. (A refused header raises, and is not remembered.)"""
     scheme, _, key = header.partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not _KEY.match(key):

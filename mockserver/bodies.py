@@ -3,15 +3,16 @@ into one nested dict of the shape the operation's JSON schema describes."""
 
 from __future__ import annotations
 
+import codecs
 import json
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from python_multipart.multipart import parse_options_header
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -73,16 +74,21 @@ async def decode_body(request: Request, accepted: tuple[str, ...], limit: int) -
         return Body(_json_object(raw), JSON)
     if media_type == URLENCODED:
         return Body(decode_pairs(_urlencoded_pairs(raw)), URLENCODED)
-    return Body(decode_pairs(await _multipart_pairs(request, raw, limit)), MULTIPART)
+    return Body(decode_pairs(_multipart_pairs(request, raw, limit)), MULTIPART)
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+"""What ``json.loads(raw, parse_constant=_reject_constant)`` builds on each call."""
+
+
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
+        # json.loads of bytes, less building a decoder: the same detection and errors.
+        value = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"malformed JSON body: {exc}") from None
     if not isinstance(value, dict):
@@ -98,28 +104,130 @@ def _urlencoded_pairs(raw: bytes) -> list[tuple[str, Any]]:
         raise BadRequest(f"malformed form body: {exc}") from None
 
 
-async def _multipart_pairs(request: Request, raw: bytes, limit: int) -> list[tuple[str, Any]]:
-    async def stream() -> AsyncGenerator[bytes, None]:
-        yield raw
+MAX_FILES = MAX_FIELDS = 1000
+"""Starlette's limits on the parts of one form."""
 
-    parser = MultiPartParser(request.headers, stream(), max_part_size=limit)
+
+def _safe_decode(src: bytes, codec: str) -> str:
+    """A name or field as Starlette decodes it: in the form's charset, else Latin-1."""
     try:
-        form = await parser.parse()
+        return src.decode(codec)
+    except (UnicodeDecodeError, LookupError):
+        return src.decode("latin-1")
+
+
+@dataclass(slots=True)
+class _Parts:
+    """python-multipart's callbacks, collecting each part in memory.
+
+    The body is in memory already, so this does what Starlette's ``MultiPartParser`` does
+    (the same tokenizer, limits, decoding and messages) but without a spooled temporary
+    file per upload, the awaited writes into it and the copy read back out of it.
+    """
+
+    charset: str
+    max_part_size: int
+    pairs: list[tuple[str, Any]] = field(default_factory=list)
+    files: int = 0
+    fields: int = 0
+    header_name: bytes = b""
+    header_value: bytes = b""
+    disposition: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    name: str = ""
+    upload: UploadedFile | None = None
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+        }
+
+    def on_part_begin(self) -> None:
+        self.disposition, self.headers, self.name, self.upload = b"", [], "", None
+        self.chunks, self.size = [], 0
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self.upload is None and self.size + len(chunk) > self.max_part_size:
+            limit = int(self.max_part_size / 1024)
+            raise MultiPartException(f"Part exceeded maximum size of {limit}KB.")
+        self.size += len(chunk)
+        self.chunks.append(chunk)
+
+    def on_part_end(self) -> None:
+        data = b"".join(self.chunks)
+        if self.upload is None:
+            self.pairs.append((self.name, _safe_decode(data, self.charset)))
+        else:
+            upload = self.upload
+            self.pairs.append((self.name, UploadedFile(upload.filename, upload.content_type, data)))
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        name = self.header_name.lower()
+        if name == b"content-disposition":
+            self.disposition = self.header_value
+        self.headers.append((name, self.header_value))
+        self.header_name = self.header_value = b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self.disposition)
+        try:
+            self.name = _safe_decode(options[b"name"], self.charset)
+        except KeyError:
+            message = 'The Content-Disposition header field "name" must be provided.'
+            raise MultiPartException(message) from None
+        if b"filename" in options:
+            self.files += 1
+            if self.files > MAX_FILES:
+                message = f"Too many files. Maximum number of files is {MAX_FILES}."
+                raise MultiPartException(message)
+            content_type = next((v for k, v in self.headers if k == b"content-type"), b"")
+            filename = _safe_decode(options[b"filename"], self.charset)
+            self.upload = UploadedFile(filename, content_type.decode("latin-1"), b"")
+        else:
+            self.fields += 1
+            if self.fields > MAX_FIELDS:
+                message = f"Too many fields. Maximum number of fields is {MAX_FIELDS}."
+                raise MultiPartException(message)
+            self.upload = None
+
+
+def _multipart_pairs(request: Request, raw: bytes, limit: int) -> list[tuple[str, Any]]:
+    """The parts of a multipart body, in order: text fields as strings, files as
+    :class:`UploadedFile`; a malformed body is a 400."""
+    try:
+        _, params = parse_options_header(request.headers["content-type"])
+        charset = params.get(b"charset", b"utf-8").decode("latin-1")
+        try:
+            charset = codecs.lookup(charset).name
+        except LookupError:
+            charset = "latin-1"
+        if b"boundary" not in params:
+            raise MultiPartException("Missing boundary in multipart.")
+        parts = _Parts(charset, limit)
+        parser = MultipartParser(params[b"boundary"], parts.callbacks())  # type: ignore[arg-type]
+        try:
+            parser.write(raw)
+            parser.finalize()
+        except FormParserError as exc:
+            raise MultiPartException("Invalid multipart data.") from exc
     except (MultiPartException, FormParserError, KeyError, ValueError, UnicodeError) as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from None
-    pairs: list[tuple[str, Any]] = []
-    try:
-        for name, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                data = await value.read()
-                pairs.append(
-                    (name, UploadedFile(value.filename or "", value.content_type or "", data))
-                )
-            else:
-                pairs.append((name, value))
-    finally:
-        await form.close()
-    return pairs
+    return parts.pairs
 
 
 def for_validation(value: Any) -> Any:

@@ -8,7 +8,7 @@ prompts). A row stays pending until its delivery is recorded, so a crash or a
 restart delivers it afterwards: at least once, never lost.
 
 Replicas sharing the database each run a dispatcher. A dispatcher claims the
-rows it delivers (a lease longer than the delivery timeout), so every callback
+rows it delivers (a lease, renewed while the delivery runs), so every callback
 is sent by one replica, once, unless that replica dies during the delivery:
 then another takes the row when the lease runs out and sends it again, and the
 log counts it as ``interrupted``. Receivers can tell such a repeat by the
@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,7 +32,7 @@ import httpx
 
 from . import __version__
 from .clock import Clock, iso
-from .duework import POLL_SECONDS, run_when_due
+from .duework import POLL_SECONDS, keep_claim, run_when_due
 from .errors import Unprocessable
 from .gallery import GALLERY_IDS
 from .serialize import dumps, prompt_json, tune_json
@@ -133,7 +134,7 @@ class Dispatcher:
         self.clock = clock
         self.retries = settings.callback_retries
         self.timeout = settings.callback_timeout
-        self.lease = settings.callback_timeout + settings.lease_seconds
+        self.lease = settings.lease_seconds
         self._wakeup: asyncio.Event | None = None
         self._changed: asyncio.Condition | None = None
         self._inflight: set[int] = set()
@@ -181,19 +182,28 @@ class Dispatcher:
             self._inflight.add(row["id"])
             deliveries.start_soon(self._deliver, client, row)
 
-    async def _deliver(self, client: httpx.AsyncClient, row: Row) -> None:
-        attempts = row["attempts"] + 1
-        started = time.perf_counter()
-        status_code: int | None = None
-        error: str | None = None
+    async def _post(self, client: httpx.AsyncClient, row: Row) -> tuple[int | None, str | None]:
+        """One attempt: the receiver's status code, and what went wrong if anything did."""
         headers = {CALLBACK_ID_HEADER: str(row["id"])}
         try:
             response = await client.post(row["url"], content=row["body"].encode(), headers=headers)
-            status_code = response.status_code
-            if not 200 <= status_code < 300:
-                error = f"receiver answered {status_code}"
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if not 200 <= response.status_code < 300:
+            return response.status_code, f"receiver answered {response.status_code}"
+        return response.status_code, None
+
+    def _renew(self, callback_id: int, until: float) -> None:
+        with self.store.begin() as tx:
+            tx.extend_claim("callbacks", callback_id, until)
+
+    async def _deliver(self, client: httpx.AsyncClient, row: Row) -> None:
+        attempts = row["attempts"] + 1
+        started = time.perf_counter()
+        async with anyio.create_task_group() as holding:
+            holding.start_soon(keep_claim, partial(self._renew, row["id"]), self.lease)
+            status_code, error = await self._post(client, row)
+            holding.cancel_scope.cancel()
         latency = round((time.perf_counter() - started) * 1000, 3)
         values: dict[str, Any] = {
             "attempts": attempts,

@@ -25,6 +25,7 @@ from contracts.proxy import create_proxy
 
 from . import __version__
 from .app import create_app
+from .backends import BACKENDS
 from .clock import parse_clock
 from .contract import SPEC_RESOURCE
 from .ratelimit import Rate
@@ -238,9 +239,22 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--lease-seconds",
         type=float,
-        default=float(_env("LEASE_SECONDS", 60.0)),
+        default=float(_env("LEASE_SECONDS", 10.0)),
         help="how long a process holds work it took; after that, if it died, another "
         "process takes the work over",
+    )
+    add(
+        "--backend",
+        choices=BACKENDS,
+        default=_env("BACKEND", "placeholder"),
+        help="what renders prompts: placeholder images, or real FaceID images with diffusers "
+        "(pip install 'astria-mock[gpu]', --weights; see docs/gpu.md)",
+    )
+    add(
+        "--weights",
+        type=Path,
+        default=_env("WEIGHTS", None),
+        help="the diffusers backend's local weights folder (never downloads; docs/gpu.md)",
     )
 
 
@@ -305,6 +319,8 @@ def settings_from(args: argparse.Namespace, port: int) -> Settings:
         workers=args.workers,
         generate=args.generate,
         lease_seconds=args.lease_seconds,
+        backend=args.backend,
+        weights=Path(args.weights) if args.weights is not None else None,
     )
 
 
@@ -362,6 +378,14 @@ def serve(args: argparse.Namespace) -> int:
     if settings.workers > 1:
         if settings.ephemeral:
             print("astria-mock: --workers needs state they can share, not --ephemeral")
+            return 2
+        if settings.backend != "placeholder" and settings.generate:
+            print(
+                f"astria-mock: --backend {settings.backend} loads its models once per process: "
+                "use --workers 1, or --no-generate replicas beside one `astria-mock worker "
+                f"--backend {settings.backend}`",
+                file=sys.stderr,
+            )
             return 2
         banner += f"\nworkers: {settings.workers} processes"
         return _run_workers(settings, sock, banner)

@@ -79,7 +79,7 @@ class Operation:
             return None
         return self.contract.resolve(content[JSON]["schema"])
 
-    @property
+    @cached_property
     def media_types(self) -> tuple[str, ...]:
         return tuple(self._node.get("requestBody", {}).get("content", {}))
 

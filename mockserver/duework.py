@@ -36,3 +36,11 @@ async def run_when_due(
             timeout = poll if timeout is None else min(timeout, poll)
         with anyio.move_on_after(timeout):
             await wakeup.wait()
+
+
+async def keep_claim(renew: Callable[[float], None], lease: float) -> None:
+    """Until cancelled, every third of ``lease``: ``renew(until)`` pushes a claim's end
+    ``lease`` seconds ahead, so work that takes long is not taken over while it runs."""
+    while True:
+        await anyio.sleep(lease / 3)
+        renew(time.time() + lease)

@@ -193,6 +193,11 @@ class Faults:
             self._rules.append(rule)
             return rule
 
+    @property
+    def active(self) -> bool:
+        """Whether any rule is set: without one, a request need not be matched at all."""
+        return bool(self._rules)
+
     def rules(self, tenant: str | None) -> list[Rule]:
         return [r for r in self._rules if tenant is None or r.tenant in (None, tenant)]
 

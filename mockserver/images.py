@@ -13,8 +13,12 @@ give byte-identical files in any process.
 
 Rendering is meant to cost about as much as encoding the JPEG itself, so nothing loops
 over pixels in Python: the background is a cached greyscale ramp per size, coloured by a
-palette; wrapped prompt text, captions and fitted faces are cached by their inputs, so
-the images of one prompt (same text, same face, different seeds) render the text once.
+palette. Text is never drawn by FreeType twice: each character is drawn once per size
+(``_glyph``), each word put together once from its glyphs (``_word_mask``), and a line
+is a list of word stamps inked straight onto the picture. Wrapped prompt text, captions
+and fitted faces are cached by their inputs, so the images of one prompt (same text,
+same face, different seeds) set the text once. Uploads are checked without decoding
+their pixels where the format allows it (JPEG: see ``inspect_upload``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from math import ceil
+from typing import Any
 
 from PIL import Image, ImageChops, ImageDraw, ImageFont, ImageOps
 
@@ -80,8 +85,9 @@ class Placeholder:
 # --- uploads ------------------------------------------------------------------------------
 
 
-def _decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -> Image.Image:
-    """Open, check and fully load ``data``; ``draft`` lets JPEG decode at a reduced scale."""
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Open ``data`` and check its header: an accepted format, a size within the limits.
+    No pixel is decoded yet."""
     if not data:
         raise InvalidImage("is empty")
     try:
@@ -103,6 +109,12 @@ def _decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) 
         raise InvalidImage(f"is {width}x{height} pixels, more than the {limit} allowed")
     if width < 1 or height < 1:
         raise InvalidImage("has no pixels")
+    return image
+
+
+def _decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Open, check and fully load ``data``; ``draft`` lets JPEG decode at a reduced scale."""
+    image = _open(data, max_pixels)
     if draft is not None and image.format in ("JPEG", "MPO"):
         image.draft("RGB", draft)
     try:
@@ -114,16 +126,79 @@ def _decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) 
     return image
 
 
+# JPEG markers that stand alone (no length field): TEM, RST0-7, SOI.
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8), 0xD8})
+# Start of frame: baseline, progressive, lossless, hierarchical, arithmetic (not DHT, JPG, DAC).
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_problem(data: bytes) -> str | None:
+    """Why a JPEG stream is incomplete, or None when it is whole: the segments before the
+    first scan are all within the data, a frame header comes before that scan, and an
+    end-of-image marker follows it. A truncated upload (the common client bug) fails here.
+
+    Inside the entropy-coded data of a scan a 0xFF byte is always followed by 0x00 or a
+    restart marker, so the first ``FF D9`` after the scan's header is the end of the image
+    (in a progressive JPEG, of its last scan); the data in between is not decoded. Bytes a
+    decoder only warns about pass, as they do with Pillow (its JPEG decoder ignores
+    libjpeg's warnings)."""
+    size = len(data)
+    position = 2  # after SOI, which Image.open has checked
+    frame = False
+    while True:
+        position = data.find(b"\xff", position)  # extraneous bytes: libjpeg skips them
+        while 0 <= position < size - 1 and data[position + 1] == 0xFF:
+            position += 1  # fill bytes before a marker
+        if position < 0 or position >= size - 1:
+            return "ends before its image data"
+        code = data[position + 1]
+        position += 2
+        if code == 0xD9:  # EOI
+            return "has no image data"
+        if code in _JPEG_STANDALONE:
+            continue
+        if position + 2 > size:
+            return "ends inside a segment header"
+        end = position + int.from_bytes(data[position : position + 2], "big")
+        if end > size:
+            return "ends inside a segment"
+        if end < position + 2:
+            return "has a segment of a bad length"
+        if code in _JPEG_FRAMES:
+            frame = True
+        elif code == 0xDA:  # SOS: the first scan
+            if not frame:
+                return "has a scan before its frame header"
+            if data.rfind(b"\xff\xd9", end) < 0:
+                return "ends before its end-of-image marker"
+            return None
+        position = end
+
+
 def inspect_upload(data: bytes, *, max_pixels: int = 40_000_000) -> ImageInfo:
     """Check an uploaded training or input image and say what it is.
 
-    The whole image is decoded (a valid header on a truncated body is refused), but only
-    after its header size passed ``max_pixels``. Animated images are checked on their
-    first frame.
+    The header is checked first (format, and a size within ``max_pixels``). A PNG or WebP
+    is then decoded in full; a JPEG (the usual upload: phone photos) is walked marker by
+    marker to its end instead, which refuses what a full decode refuses in practice (a
+    truncated or cut-off file) at a small fraction of the cost. Animated images are
+    checked on their first frame.
     """
-    image = _decode(data, max_pixels)
+    image = _open(data, max_pixels)
     with image:
-        return ImageInfo(_ACCEPTED_FORMATS[image.format or ""], image.width, image.height)
+        info = ImageInfo(_ACCEPTED_FORMATS[image.format or ""], image.width, image.height)
+        if info.format == "JPEG":
+            problem = _jpeg_problem(data)
+            if problem is not None:
+                raise InvalidImage(f"is truncated or corrupt (the JPEG stream {problem})")
+            return info
+        try:
+            image.load()
+        except Image.DecompressionBombError as exc:
+            raise InvalidImage(f"has too many pixels to be decoded safely ({exc})") from exc
+        except _DECODE_ERRORS as exc:
+            raise InvalidImage(f"is truncated or corrupt ({exc})") from exc
+    return info
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -145,7 +220,8 @@ def _upright_square(data: bytes, size: int) -> Image.Image:
 
 
 def face_thumbnail(data: bytes, size: int = 256) -> bytes:
-    """A centre square crop of an upload as a size x size JPEG: the face stored once per tune."""
+    """A centre square crop of an upload as a size x size JPEG, upright and flattened as the
+    placeholder renderer fits a face (which it does from the upload itself)."""
     if size < 1:
         raise ValueError(f"size must be positive, not {size}")
     out = io.BytesIO()
@@ -169,6 +245,7 @@ class _Layout:
     caption_top: int
 
 
+@lru_cache(maxsize=64)
 def _layout(width: int, height: int, has_face: bool) -> _Layout:
     short = min(width, height)
     margin = max(2, short // 24)
@@ -203,79 +280,164 @@ def _line_height(size: int) -> int:
     return round(size * 1.25)
 
 
-def _width(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str) -> float:
-    return font.getlength(text)
+@dataclass(frozen=True, slots=True)
+class _Glyph:
+    """One character drawn once: its coverage trimmed to the ink (None for a blank one such
+    as a space), where the ink starts from the pen at the top of a line, the pen advance."""
+
+    mask: Image.Image | None
+    dx: int
+    dy: int
+    advance: float
 
 
-def _truncate(
-    font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str, width: int, *, cut: bool = False
-) -> str:
+@lru_cache(maxsize=4096)
+def _glyph(char: str, size: int) -> _Glyph:
+    font = _font(size)
+    advance = font.getlength(char)
+    pad = size  # room for ink left of the pen or above the line (accents, "j")
+    canvas = Image.new("L", (ceil(advance) + 3 * pad, _line_height(size) + 2 * pad))
+    ImageDraw.Draw(canvas).text((pad, pad), char, font=font, fill=255)
+    box = canvas.getbbox()
+    if box is None:
+        return _Glyph(None, 0, 0, advance)
+    return _Glyph(canvas.crop(box), box[0] - pad, box[1] - pad, advance)
+
+
+def _stamp(target: Image.Image, mask: Image.Image, x: int, y: int, fill: int = 255) -> None:
+    """Ink ``mask`` onto the "L" image ``target`` at (x, y), clipped to its edges. Pillow's
+    core call: the checks of ``Image.paste`` cost more than pasting a glyph."""
+    target.im.paste(fill, (x, y, x + mask.width, y + mask.height), mask.im)
+
+
+@lru_cache(maxsize=64)
+def _advances(size: int) -> dict[str, float]:
+    """The pen advance of each character drawn so far at ``size`` (filled by ``_advance``)."""
+    return {}
+
+
+def _advance(char: str, size: int) -> float:
+    advances = _advances(size)
+    found = advances.get(char)
+    if found is None:
+        found = advances[char] = _glyph(char, size).advance
+    return found
+
+
+def _text_width(text: str, size: int) -> float:
+    """The pen advance of ``text``: the sum of its glyphs' advances. The built-in font has
+    no kerning, so this is what ``font.getlength(text)`` measures."""
+    advances = _advances(size)
+    if all(char in advances for char in text):
+        return sum(map(advances.__getitem__, text))
+    return sum(_advance(char, size) for char in text)
+
+
+def _truncate(text: str, size: int, width: int, *, cut: bool = False) -> str:
     """``text`` if it fits in ``width`` pixels (and ``cut`` is false), else the longest
     prefix that fits followed by "…"."""
-    if not cut and _width(font, text) <= width:
+    if not cut and _text_width(text, size) <= width:
         return text
-    low, high = 0, len(text)  # binary search on the prefix length
-    while low < high:
-        mid = (low + high + 1) // 2
-        if _width(font, text[:mid].rstrip() + _ELLIPSIS) <= width:
-            low = mid
-        else:
-            high = mid - 1
-    return text[:low].rstrip() + _ELLIPSIS
+    room = width - _text_width(_ELLIPSIS, size)
+    fits, pen = 0, 0.0
+    for position, char in enumerate(text):
+        pen += _advance(char, size)
+        if not char.isspace() and pen > room:
+            break  # trailing blanks are stripped, so only ink can overflow
+        fits = position + 1
+    return text[:fits].rstrip() + _ELLIPSIS
 
 
 def _wrap(text: str, size: int, width: int, max_lines: int) -> list[str]:
     """Greedy word wrap to ``width`` pixels; if it takes more than ``max_lines`` lines, the
     last line shown ends in "…"."""
-    font = _font(size)
     words = text.split()
+    space = _advance(" ", size)
     lines: list[str] = []
-    line = ""
+    line, line_width = "", 0.0
     for position, word in enumerate(words):
-        candidate = f"{line} {word}" if line else word
-        if _width(font, candidate) <= width:
-            line = candidate
+        word_width = _word_mask(word, size)[2]
+        candidate_width = line_width + space + word_width if line else word_width
+        if candidate_width <= width:
+            line = f"{line} {word}" if line else word
+            line_width = candidate_width
             continue
         if line:
             lines.append(line)
-        line = word
-        while len(line) > 1 and _width(font, line) > width:  # a word wider than a line
-            fits = max(1, len(_truncate(font, line, width)) - len(_ELLIPSIS))
+        line, line_width = word, word_width
+        while len(line) > 1 and line_width > width:  # a word wider than a line
+            fits = max(1, len(_truncate(line, size, width)) - len(_ELLIPSIS))
             lines.append(line[:fits])
             line = line[fits:]
+            line_width = _text_width(line, size)
         if len(lines) >= max_lines:
             rest = " ".join([*lines[max_lines - 1 :], line, *words[position + 1 :]])
-            return [*lines[: max_lines - 1], _truncate(font, rest, width, cut=True)]
+            return [*lines[: max_lines - 1], _truncate(rest, size, width, cut=True)]
     if line:
         lines.append(line)
     return lines
 
 
+@lru_cache(maxsize=1024)
+def _word_mask(word: str, size: int) -> tuple[Image.Image, tuple[int, int], float]:
+    """One word set once from cached glyphs: its mask trimmed to the ink, the trim offset
+    from the pen at the top of the line, the pen advance."""
+    glyphs = [_glyph(char, size) for char in word]
+    advance = sum(glyph.advance for glyph in glyphs)
+    pad = size
+    canvas = Image.new("L", (ceil(advance) + 3 * pad, _line_height(size) + 2 * pad))
+    pen = 0.0
+    for glyph in glyphs:
+        if glyph.mask is not None:
+            _stamp(canvas, glyph.mask, pad + round(pen) + glyph.dx, pad + glyph.dy)
+        pen += glyph.advance
+    box = canvas.getbbox()
+    if box is None:
+        return Image.new("L", (1, 1)), (0, 0), advance
+    return canvas.crop(box), (box[0] - pad, box[1] - pad), advance
+
+
 @dataclass(frozen=True, slots=True)
 class _Ink:
-    """Drawn text ready to paste: a solid colour image, its alpha mask, where it starts."""
+    """Set text, ready to ink onto a picture: each word's mask and where it goes (from the
+    block's top left), and the colour. Inking word by word touches only the pixels near
+    the words, and needs no block-sized mask or solid image."""
 
-    solid: Image.Image
-    mask: Image.Image
-    offset: tuple[int, int]
+    stamps: tuple[tuple[Any, int, int, int, int], ...]
+    """Each word: its mask's Pillow core and box (left, top, right, bottom)."""
+    colour: tuple[int, int, int]
+
+    @classmethod
+    def of(cls, stamps: list[tuple[Image.Image, int, int]], colour: tuple[int, int, int]) -> _Ink:
+        boxes = [(m.im, x, y, x + m.width, y + m.height) for m, x, y in stamps]
+        return cls(tuple(boxes), colour)
 
     def paste_onto(self, image: Image.Image, x: int, y: int) -> None:
-        # Pasting an image through a mask is about twice as fast as pasting a fill colour.
-        image.paste(self.solid, (x + self.offset[0], y + self.offset[1]), self.mask)
+        paste, colour = image.im.paste, self.colour
+        for mask, left, top, right, bottom in self.stamps:
+            paste(colour, (x + left, y + top, x + right, y + bottom), mask)
 
 
-def _ink(mask: Image.Image, colour: tuple[int, int, int]) -> _Ink | None:
-    """Trim ``mask`` to its drawn pixels (nothing drawn: None) and pair it with ``colour``."""
-    box = mask.getbbox()
-    if box is None:
-        return None
-    trimmed = mask.crop(box)
-    return _Ink(Image.new("RGB", trimmed.size, colour), trimmed, (box[0], box[1]))
+def _line_stamps(
+    line: str, size: int, top: int
+) -> tuple[list[tuple[Image.Image, int, int]], float]:
+    """Where the cached words of one line go, the pen starting at x = 0; and the line's
+    width (what ``_text_width`` measures)."""
+    space = _advance(" ", size)
+    stamps: list[tuple[Image.Image, int, int]] = []
+    pen = 0.0
+    for word in line.split(" "):
+        if word:
+            mask, (dx, dy), advance = _word_mask(word, size)
+            stamps.append((mask, round(pen) + dx, top + dy))
+            pen += advance
+        pen += space
+    return stamps, pen - space
 
 
 @lru_cache(maxsize=16)
 def _text_ink(text: str, size: int, width: int, max_lines: int) -> tuple[_Ink | None, int]:
-    """The prompt wrapped to ``width`` and drawn once, with the height of its lines; shared
+    """The prompt wrapped to ``width`` and set once, with the height of its lines; shared
     by the images of a prompt, which differ in seed but not in text."""
     if max_lines < 1 or width < 1:
         return None, 0
@@ -283,48 +445,28 @@ def _text_ink(text: str, size: int, width: int, max_lines: int) -> tuple[_Ink | 
     if not lines:
         return None, 0
     line_height = _line_height(size)
-    mask = Image.new("L", (width, line_height * len(lines)))
-    draw = ImageDraw.Draw(mask)
-    font = _font(size)
-    for number, line in enumerate(lines):
-        draw.text((0, number * line_height), line, font=font, fill=255)
-    return _ink(mask, _WHITE), mask.height
-
-
-@lru_cache(maxsize=1024)
-def _word_mask(word: str, size: int) -> tuple[Image.Image, tuple[int, int], float]:
-    """One word drawn once: its mask trimmed to the ink, the trim offset, the pen advance."""
-    font = _font(size)
-    advance = _width(font, word)
-    mask = Image.new("L", (max(1, ceil(advance) + size), _line_height(size)))
-    ImageDraw.Draw(mask).text((0, 0), word, font=font, fill=255)
-    box = mask.getbbox() or (0, 0, 1, 1)
-    return mask.crop(box), (box[0], box[1]), advance
+    stamps = [
+        stamp
+        for number, line in enumerate(lines)
+        for stamp in _line_stamps(line, size, number * line_height)[0]
+    ]
+    return _Ink.of(stamps, _WHITE), line_height * len(lines)
 
 
 @lru_cache(maxsize=64)
 def _line_ink(text: str, size: int, width: int, colour: tuple[int, int, int]) -> _Ink | None:
     """One line of small text (caption, image label), truncated to ``width`` with "…".
 
-    Captions differ per image only in a word or two (the seed), so a line that fits is put
-    together from cached words; only a line too long to fit is drawn whole.
+    Captions differ per image only in a word or two (the seed), so the line is put together
+    from cached words, and a new word from cached glyphs.
     """
     if width < 1:
         return None
-    font = _font(size)
-    words = text.split()
-    line = Image.new("L", (width, _line_height(size)))
-    glyphs = [_word_mask(word, size) for word in words]
-    space = _width(font, " ")
-    if sum(advance for *_, advance in glyphs) + space * (len(glyphs) - 1) > width:
-        line_text = _truncate(font, " ".join(words), width, cut=True)
-        ImageDraw.Draw(line).text((0, 0), line_text, font=font, fill=255)
-        return _ink(line, colour)
-    pen = 0.0
-    for mask, (dx, dy), advance in glyphs:
-        line.paste(mask, (round(pen) + dx, dy))
-        pen += advance + space
-    return _ink(line, colour)
+    line = " ".join(text.split())
+    stamps, line_width = _line_stamps(line, size, 0)
+    if line_width > width:
+        stamps, _ = _line_stamps(_truncate(line, size, width, cut=True), size, 0)
+    return _Ink.of(stamps, colour) if stamps else None
 
 
 _RAMPS = ("horizontal", "vertical", "diagonal", "radial")
@@ -346,6 +488,12 @@ def _ramp(width: int, height: int, kind: str) -> Image.Image:
     if kind == "horizontal":
         return horizontal
     return ImageChops.add(horizontal, vertical, scale=2.0)
+
+
+@lru_cache(maxsize=16)
+def _ramp_bytes(width: int, height: int, kind: str) -> bytes:
+    """The ramp's pixels; each render maps a read-only image onto them instead of copying."""
+    return _ramp(width, height, kind).tobytes()
 
 
 def _colours(seed: int, index: int) -> tuple[str, bytes]:
@@ -389,8 +537,9 @@ def render_placeholder(spec: Placeholder) -> bytes:
     if width < 1 or height < 1:
         raise ValueError(f"placeholder size must be positive, not {width}x{height}")
     kind, palette = _colours(spec.seed, spec.index)
-    canvas = _ramp(width, height, kind).copy()
-    canvas.putpalette(palette)
+    pixels = _ramp_bytes(width, height, kind)
+    canvas = Image.frombuffer("L", (width, height), pixels, "raw", "L", 0, 1)
+    canvas.putpalette(palette)  # the palette is the canvas's own; the pixels stay shared
     image = canvas.convert("RGB")
 
     layout = _layout(width, height, spec.face is not None)

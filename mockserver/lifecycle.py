@@ -19,20 +19,22 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 
 import anyio
 import anyio.to_thread
 
-from .backends import Backend, FaceRef, GenerationJob
+from .backends import OPTION_FIELDS, Backend, FaceRef, GenerationJob
 from .callbacks import Outbox
 from .clock import Clock, iso
-from .duework import POLL_SECONDS, run_when_due
+from .duework import POLL_SECONDS, keep_claim, run_when_due
 from .files import FileStore
 from .store import Row, Store, Tx
 
 log = logging.getLogger("astria_mock.lifecycle")
 EXPIRY = timedelta(days=30)
 CONCURRENT_GENERATIONS = 4
+"""At most this many generations at once, unless the backend sets its own ``concurrency``."""
 CLAIM_BATCH = 64
 
 
@@ -45,7 +47,7 @@ class Lifecycle:
         backend: Backend,
         outbox: Outbox,
         callbacks_due: Callable[[], None],
-        lease: float = 60.0,
+        lease: float = 10.0,
     ) -> None:
         self.store = store
         self.lease = lease
@@ -56,7 +58,9 @@ class Lifecycle:
         self.backend = backend
         self._wakeup: asyncio.Event | None = None
         self._inflight: dict[int, asyncio.Task[None]] = {}
-        self._limit = asyncio.Semaphore(CONCURRENT_GENERATIONS)
+        self._limit = asyncio.Semaphore(
+            int(getattr(backend, "concurrency", CONCURRENT_GENERATIONS))
+        )
 
     def wake(self) -> None:
         if self._wakeup is not None:
@@ -133,10 +137,16 @@ class Lifecycle:
         with self.store.begin() as tx:
             tx.update_prompt(prompt_id, started_training_at=iso(self.clock.now()))
         job = self._job(prompt)
-        async with self._limit, anyio.create_task_group() as holding:
-            holding.start_soon(self._hold, prompt_id)
+        async with anyio.create_task_group() as holding:
+            holding.start_soon(
+                keep_claim, partial(self._renew, prompt_id), self.lease
+            )  # while queued for the backend too
             try:
-                images = await anyio.to_thread.run_sync(self.backend.generate, job)
+                async with self._limit:
+                    result = await anyio.to_thread.run_sync(self.backend.generate, job)
+                for note in result.notes:
+                    log.info("prompt %s: %s", prompt_id, note)
+                images = result.images
                 for index, image in enumerate(images):
                     key = f"prompts/{prompt_id}/{index}.jpg"
                     await anyio.to_thread.run_sync(self.files.put, key, image)
@@ -151,12 +161,9 @@ class Lifecycle:
             if tx.finish_prompt(prompt_id, trained_at=now, updated_at=now, image_count=len(images)):
                 self._notify(tx, prompt=tx.prompt_by_id(prompt_id))
 
-    async def _hold(self, prompt_id: int) -> None:
-        """Renew the claim on a prompt while its generation runs."""
-        while True:
-            await anyio.sleep(self.lease / 3)
-            with self.store.begin() as tx:
-                tx.extend_claim(prompt_id, time.time() + self.lease)
+    def _renew(self, prompt_id: int, until: float) -> None:
+        with self.store.begin() as tx:
+            tx.extend_claim("prompts", prompt_id, until)
 
     def _fail(self, prompt_id: int, message: str) -> None:
         now = iso(self.clock.now())
@@ -175,6 +182,15 @@ class Lifecycle:
             face_key = tune["face_key"] if tune is not None else None
             face = self.files.get(face_key) if face_key else None
             faces.append(FaceRef(ref["tune_id"], ref["strength"], face))
+        loras = [ref for ref in attrs.get("adapters", []) if ref["kind"] == "lora"]
+        options: list[tuple[str, object]] = [
+            (name, attrs[name])
+            for name in OPTION_FIELDS
+            if attrs.get(name) not in (None, False, "")
+        ]
+        if loras:
+            tags = " ".join(f"<lora:{ref['tune_id']}:{ref['strength']:g}>" for ref in loras)
+            options.append(("lora", tags))
         seed = int(attrs["seed"])
         return GenerationJob(
             prompt_id=prompt["id"],
@@ -188,4 +204,5 @@ class Lifecycle:
             cfg_scale=attrs.get("cfg_scale"),
             steps=attrs.get("steps"),
             faces=tuple(faces),
+            options=tuple(options),
         )

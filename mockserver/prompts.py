@@ -164,7 +164,9 @@ def draft_prompt(
     attrs["seed"] = given_seed if given_seed is not None else derive_seed(tenant, prompt_id)
     attrs["width"], attrs["height"] = image_size(fields, tune["branch"])
     attrs["adapters"] = refs
-    draft = PromptDraft(attrs, idem_key=idempotency_key(tune["id"], attrs, given_seed))
+    draft = PromptDraft(attrs)
+    if services.settings.idempotency:  # the key is stored and looked up only then
+        draft.idem_key = idempotency_key(tune["id"], attrs, given_seed)
     for name in FILE_FIELDS:
         value = fields.get(name)
         if isinstance(value, UploadedFile):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from .backends.placeholder import PlaceholderBackend
+from .backends import load_backend
 from .callbacks import Dispatcher, Outbox
 from .clock import Clock, parse_clock
 from .files import DirectoryFileStore, FileStore, MemoryFileStore
@@ -58,7 +58,9 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     outbox = Outbox(settings, clock)
     dispatcher = Dispatcher(store, settings, clock)
+    cache = None if settings.ephemeral else settings.data_dir / "faceid-embeddings"
+    backend = load_backend(settings.backend, settings.weights, cache, eager=settings.generate)
     lifecycle = Lifecycle(
-        store, files, clock, PlaceholderBackend(), outbox, dispatcher.wake, settings.lease_seconds
+        store, files, clock, backend, outbox, dispatcher.wake, settings.lease_seconds
     )
     return Runtime(settings, clock, store, files, outbox, dispatcher, lifecycle)

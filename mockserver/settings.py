@@ -42,8 +42,12 @@ class Settings:
     workers: int = 1
     generate: bool = True
     """Whether this process renders due prompts; off, ``astria-mock worker`` processes do."""
-    lease_seconds: float = 60.0
+    lease_seconds: float = 10.0
     """How long a replica holds work it took before another may take it over."""
+    backend: str = "placeholder"
+    """What renders prompts: ``placeholder`` images, or ``diffusers`` (the ``gpu`` extra)."""
+    weights: Path | None = None
+    """The diffusers backend's local weights folder (docs/gpu.md); nothing downloads."""
 
     @property
     def base_url(self) -> str:

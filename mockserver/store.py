@@ -15,8 +15,9 @@ several processes queue on the write lock instead of failing half-way.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import (
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Engine,
     Table,
     and_,
+    bindparam,
     case,
     create_engine,
     delete,
@@ -40,6 +42,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 from .migrations import migrate
+from .prepared import Prepared
 from .tables import callbacks, counters, prompts, tunes, violations
 
 Row = dict[str, Any]
@@ -90,6 +93,11 @@ class Store:
         self.engine = make_engine(url)
         self.now = now
         migrate(self.engine)
+        self._held = threading.local()
+        self._all_held: list[Connection] = []
+        # In memory there is one SQLite connection for every thread: one transaction at a time.
+        in_memory = isinstance(self.engine.pool, StaticPool)
+        self._serial: AbstractContextManager[Any] = threading.Lock() if in_memory else nullcontext()
 
     @property
     def shared(self) -> bool:
@@ -102,10 +110,22 @@ class Store:
 
     @contextmanager
     def begin(self) -> Iterator[Tx]:
-        with self.engine.begin() as connection:
+        """One transaction, on a connection this thread keeps (a pool checkout and
+        return cost more than a short transaction)."""
+        connection: Connection | None = getattr(self._held, "connection", None)
+        if connection is None or connection.closed or connection.invalidated:
+            connection = self._held.connection = self.engine.connect()
+            self._all_held.append(connection)
+        if connection.in_transaction():  # a transaction inside another: its own connection
+            with self.engine.begin() as other:
+                yield Tx(other, self.now())
+            return
+        with self._serial, connection.begin():
             yield Tx(connection, self.now())
 
     def close(self) -> None:
+        for connection in self._all_held:
+            connection.close()
         self.engine.dispose()
 
 
@@ -123,6 +143,65 @@ def _visible(tenant: str, now: str) -> Any:
     unless they are kept with ``auto_extend``."""
     alive = or_(tunes.c.expires_at.is_(None), tunes.c.expires_at > now, tunes.c.auto_extend)
     return and_(or_(tunes.c.tenant == tenant, tunes.c.tenant == SHARED_TENANT), alive)
+
+
+_VISIBLE = and_(
+    or_(tunes.c.tenant == bindparam("tenant"), tunes.c.tenant == SHARED_TENANT),
+    or_(tunes.c.expires_at.is_(None), tunes.c.expires_at > bindparam("now"), tunes.c.auto_extend),
+)
+_PAGE: dict[str, Any] = {"limit": bindparam("limit"), "offset": bindparam("offset")}
+TUNE = Prepared(select(tunes).where(tunes.c.id == bindparam("id"), _VISIBLE))
+TUNE_BY_ID = Prepared(select(tunes).where(tunes.c.id == bindparam("id")))
+TUNES = Prepared(
+    select(tunes)
+    .where(_VISIBLE)
+    .order_by(tunes.c.id.desc())
+    .limit(_PAGE["limit"])
+    .offset(_PAGE["offset"])
+)
+TUNES_BEFORE = Prepared(
+    select(tunes)
+    .where(_VISIBLE, tunes.c.id < bindparam("before_id"))
+    .order_by(tunes.c.id.desc())
+    .limit(_PAGE["limit"])
+    .offset(_PAGE["offset"])
+)
+PROMPT = Prepared(
+    select(prompts).where(prompts.c.id == bindparam("id"), prompts.c.tenant == bindparam("tenant"))
+)
+PROMPT_OF_TUNE = Prepared(
+    select(prompts).where(
+        prompts.c.id == bindparam("id"),
+        prompts.c.tenant == bindparam("tenant"),
+        prompts.c.tune_id == bindparam("tune_id"),
+    )
+)
+PROMPT_BY_ID = Prepared(select(prompts).where(prompts.c.id == bindparam("id")))
+NEXT_ID = Prepared(
+    update(counters)
+    .where(counters.c.name == bindparam("counter"))
+    .values(value=counters.c.value + 1)
+    .returning(counters.c.value)
+)
+INSERT_TUNE = Prepared(insert(tunes).values({c.name: bindparam(c.name) for c in tunes.c}))
+INSERT_PROMPT = Prepared(insert(prompts).values({c.name: bindparam(c.name) for c in prompts.c}))
+
+
+def _prompt_list(tune: bool, before: bool) -> Prepared:
+    query = select(prompts).where(prompts.c.tenant == bindparam("tenant"))
+    if tune:
+        query = query.where(prompts.c.tune_id == bindparam("tune_id"))
+    if before:
+        query = query.where(prompts.c.id < bindparam("before_id"))
+    query = query.order_by(prompts.c.id.desc()).limit(_PAGE["limit"]).offset(_PAGE["offset"])
+    return Prepared(query)
+
+
+PROMPTS = {(t, b): _prompt_list(t, b) for t in (False, True) for b in (False, True)}
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    table.name: {c.name: c.default.arg if c.default is not None else None for c in table.c}  # type: ignore[attr-defined]
+    for table in (tunes, prompts)
+}
 
 
 def _unclaimed(table: Table, now: float) -> Any:
@@ -148,14 +227,10 @@ class Tx:
         """The next id of a sequence every replica shares; ids in ``skip`` are never handed
         out. The counter row stays locked until the transaction ends, so ids are unique."""
         while True:
-            value = self.connection.execute(
-                update(counters)
-                .where(counters.c.name == name)
-                .values(value=counters.c.value + 1)
-                .returning(counters.c.value)
-            ).scalar_one()
-            if value not in skip:
-                return int(value)
+            found = NEXT_ID.one(self.connection, {"counter": name})
+            assert found is not None, f"no counter {name}"
+            if found["value"] not in skip:
+                return int(found["value"])
 
     def _dialect_insert(self, table: Table) -> Any:
         dialect = postgresql if self.connection.dialect.name == "postgresql" else sqlite
@@ -165,7 +240,8 @@ class Tx:
         """Insert ``row``; False when its idempotency key is already taken (an earlier
         request, on any replica, created the same object)."""
         if row.get("idem_key") is None:
-            self.connection.execute(insert(table).values(**row))
+            statement = INSERT_TUNE if table is tunes else INSERT_PROMPT
+            statement.count(self.connection, {**_DEFAULTS[table.name], **row})
             return True
         statement = (
             self._dialect_insert(table)
@@ -195,12 +271,10 @@ class Tx:
         self.connection.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
 
     def tune(self, tenant: str, tune_id: int) -> Row | None:
-        query = select(tunes).where(tunes.c.id == tune_id, _visible(tenant, self.now))
-        return _one(self.connection.execute(query))
+        return TUNE.one(self.connection, {"id": tune_id, "tenant": tenant, "now": self.now})
 
     def tune_by_id(self, tune_id: int) -> Row | None:
-        query = select(tunes).where(tunes.c.id == tune_id)
-        return _one(self.connection.execute(query))
+        return TUNE_BY_ID.one(self.connection, {"id": tune_id})
 
     def has_own_tunes(self, tenant: str) -> bool:
         query = select(tunes.c.id).where(tunes.c.tenant == tenant).limit(1)
@@ -211,11 +285,10 @@ class Tx:
         return _one(self.connection.execute(query))
 
     def list_tunes(self, tenant: str, limit: int, before_id: int | None, offset: int) -> list[Row]:
-        query = select(tunes).where(_visible(tenant, self.now))
-        if before_id is not None:
-            query = query.where(tunes.c.id < before_id)
-        query = query.order_by(tunes.c.id.desc()).limit(limit).offset(offset)
-        return _all(self.connection.execute(query))
+        params = {"tenant": tenant, "now": self.now, "limit": limit, "offset": offset}
+        if before_id is None:
+            return TUNES.rows(self.connection, params)
+        return TUNES_BEFORE.rows(self.connection, {**params, "before_id": before_id})
 
     def update_tune(self, tune_id: int, **values: Any) -> None:
         self.connection.execute(update(tunes).where(tunes.c.id == tune_id).values(**values))
@@ -257,14 +330,13 @@ class Tx:
         return self._insert_new(prompts, row)
 
     def prompt(self, tenant: str, prompt_id: int, tune_id: int | None = None) -> Row | None:
-        query = select(prompts).where(prompts.c.id == prompt_id, prompts.c.tenant == tenant)
-        if tune_id is not None:
-            query = query.where(prompts.c.tune_id == tune_id)
-        return _one(self.connection.execute(query))
+        params = {"id": prompt_id, "tenant": tenant}
+        if tune_id is None:
+            return PROMPT.one(self.connection, params)
+        return PROMPT_OF_TUNE.one(self.connection, {**params, "tune_id": tune_id})
 
     def prompt_by_id(self, prompt_id: int) -> Row | None:
-        query = select(prompts).where(prompts.c.id == prompt_id)
-        return _one(self.connection.execute(query))
+        return PROMPT_BY_ID.one(self.connection, {"id": prompt_id})
 
     def prompt_by_key(self, tenant: str, key: str) -> Row | None:
         query = select(prompts).where(prompts.c.tenant == tenant, prompts.c.idem_key == key)
@@ -273,13 +345,9 @@ class Tx:
     def list_prompts(
         self, tenant: str, tune_id: int | None, limit: int, before_id: int | None, offset: int
     ) -> list[Row]:
-        query = select(prompts).where(prompts.c.tenant == tenant)
-        if tune_id is not None:
-            query = query.where(prompts.c.tune_id == tune_id)
-        if before_id is not None:
-            query = query.where(prompts.c.id < before_id)
-        query = query.order_by(prompts.c.id.desc()).limit(limit).offset(offset)
-        return _all(self.connection.execute(query))
+        statement = PROMPTS[(tune_id is not None, before_id is not None)]
+        params = {"tenant": tenant, "tune_id": tune_id, "before_id": before_id}
+        return statement.rows(self.connection, {**params, "limit": limit, "offset": offset})
 
     def update_prompt(self, prompt_id: int, **values: Any) -> None:
         self.connection.execute(update(prompts).where(prompts.c.id == prompt_id).values(**values))
@@ -330,8 +398,10 @@ class Tx:
             return None
         return self.prompt_by_id(prompt_id)
 
-    def extend_claim(self, prompt_id: int, until: float) -> None:
-        query = update(prompts).where(prompts.c.id == prompt_id, prompts.c.trained_at.is_(None))
+    def extend_claim(self, kind: str, row_id: int, until: float) -> None:
+        """Renew a claim on a prompt or callback still held (a finished row holds none)."""
+        table = {"prompts": prompts, "callbacks": callbacks}[kind]
+        query = update(table).where(table.c.id == row_id, table.c.claimed_until.is_not(None))
         self.connection.execute(query.values(claimed_until=until))
 
     def finish_prompt(self, prompt_id: int, **values: Any) -> bool:

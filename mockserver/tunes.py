@@ -12,8 +12,9 @@ from .bodies import UploadedFile
 from .callbacks import check_callback_url
 from .clock import iso
 from .errors import Unprocessable
+from .files import FileStore
 from .gallery import GALLERY_IDS
-from .images import ImageInfo, InvalidImage, face_thumbnail, inspect_upload
+from .images import ImageInfo, InvalidImage, inspect_upload
 from .prompts import (
     PromptDraft,
     check_uploads,
@@ -39,19 +40,20 @@ def _image_bytes(item: Any, index: int) -> bytes:
     return decode_data_url(str(item), f"images[{index}]")
 
 
-def _inspect(data: bytes, index: int) -> ImageInfo:
-    try:
-        return inspect_upload(data)
-    except InvalidImage as exc:
-        raise Unprocessable.on(f"images[{index}]", str(exc)) from None
+def _inspect_all(uploads: list[bytes]) -> list[ImageInfo]:
+    """Check every upload, in one worker-thread hop for all; the first bad one is a 422."""
+    infos = []
+    for index, data in enumerate(uploads):
+        try:
+            infos.append(inspect_upload(data))
+        except InvalidImage as exc:
+            raise Unprocessable.on(f"images[{index}]", str(exc)) from None
+    return infos
 
 
-def _face(data: bytes) -> bytes | None:
-    try:
-        face: bytes = face_thumbnail(data)
-        return face
-    except InvalidImage:
-        return None
+def _put_all(files: FileStore, items: list[tuple[str, bytes]]) -> None:
+    for key, data in items:
+        files.put(key, data)
 
 
 def _branch_and_type(fields: dict[str, Any], base: Row | None) -> tuple[str, str | None]:
@@ -75,7 +77,7 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
     if not uploads and not urls:
         raise Unprocessable.on("images", "can't be blank (send images or image_urls)")
     check_callback_url(fields.get("callback"), services.settings.callback_allow)
-    infos = [await anyio.to_thread.run_sync(_inspect, data, i) for i, data in enumerate(uploads)]
+    infos = await anyio.to_thread.run_sync(_inspect_all, uploads) if uploads else []
 
     with services.store.begin() as tx:
         if services.settings.idempotency:
@@ -134,16 +136,18 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
 
     for _, draft in drafts:
         await check_uploads(draft)
+    writes = []
     for index, (data, info) in enumerate(zip(uploads, infos, strict=True)):
         key = f"tunes/{tune_id}/{index}.{EXTENSIONS[info.format]}"
-        await anyio.to_thread.run_sync(services.files.put, key, data)
+        writes.append((key, data))
         tune["orig_images"].append({"key": key})
     tune["orig_images"].extend({"url": url} for url in urls)
-    if model_type == "faceid" and uploads:
-        face = await anyio.to_thread.run_sync(_face, uploads[0])
-        if face is not None:
-            await anyio.to_thread.run_sync(services.files.put, f"tunes/{tune_id}/face.jpg", face)
-            tune["face_key"] = f"tunes/{tune_id}/face.jpg"
+    if model_type == "faceid" and writes:
+        # The first upload is the face. The placeholder renderer fits it (decoded at a
+        # reduced scale, once per tune and size), so creating a tune decodes no pixels.
+        tune["face_key"] = writes[0][0]
+    if writes:
+        await anyio.to_thread.run_sync(_put_all, services.files, writes)
     for prompt_id, draft in drafts:
         await store_uploads(services, prompt_id, draft)
 
@@ -154,13 +158,17 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
             for prompt_id, draft in drafts:
                 tx.insert_prompt(prompt_row(services, tenant, tune, prompt_id, draft))
             row = tx.tune(tenant, tune_id)
+            queued = False
             if row is not None and row["trained_at"] is not None:
-                services.outbox.tune_ready(tx, row)
+                queued = services.outbox.tune_ready(tx, row)
     if existing is not None:
         for prefix in [f"tunes/{tune_id}", *(f"prompts/{pid}" for pid, _ in drafts)]:
             await anyio.to_thread.run_sync(services.files.delete_prefix, prefix)
         return existing
-    services.wake()
+    if queued or drafts or not ready_now:
+        # Only then is there work for the lifecycle (training, prompts) or the dispatcher
+        # (a callback); each wake-up costs both a pass of queries on the event loop.
+        services.wake()
     assert row is not None
     return row
 

@@ -19,6 +19,7 @@ from .contract import Operation, Violation, violations_to_error
 from .errors import ApiError, BadRequest
 
 MAX_RECORDED_BODY = 16_384
+_NO_QUERY: dict[str, str] = {}
 
 
 @dataclass(slots=True)
@@ -48,7 +49,8 @@ async def check_request(
     request: Request, operation: Operation, limit: int, *, strict: bool = False
 ) -> CheckedRequest:
     checked = CheckedRequest()
-    checked.query, query_violations = operation.parse_query(request.query_params)
+    query = request.query_params if request.scope.get("query_string") else _NO_QUERY
+    checked.query, query_violations = operation.parse_query(query)
     if query_violations:
         checked.violations.extend(query_violations)
         first = query_violations[0]

@@ -7,7 +7,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from PIL import Image, ImageChops, ImageStat
+from PIL import Image, ImageChops, ImageFile, ImageStat
 
 from mockserver.images import (
     ImageInfo,
@@ -150,6 +150,31 @@ def test_truncated_jpeg_still_has_a_readable_header():
     assert Image.open(io.BytesIO(truncated)).size == (256, 256)
     with pytest.raises(InvalidImage, match="truncated"):
         inspect_upload(truncated)
+
+
+@pytest.mark.parametrize(
+    "params", [{}, {"progressive": True}, {"optimize": True}, {"restart_marker_blocks": 2}]
+)
+def test_a_jpeg_cut_anywhere_after_its_header_is_refused(params):
+    data = encode(gradient(64, 48), "JPEG", **params)
+    assert inspect_upload(data) == ImageInfo("JPEG", 64, 48)
+    start = data.index(b"\xff\xda")  # the first scan
+    for cut in [*range(start, len(data), 7), len(data) - 1]:
+        with pytest.raises(InvalidImage, match=r"truncated|not a decodable image"):
+            inspect_upload(data[:cut])
+
+
+def test_a_jpeg_is_checked_without_decoding_its_pixels(monkeypatch):
+    """A JPEG's stream is walked to its end-of-image marker; PNG and WebP are decoded."""
+
+    def no_decoding(_image):
+        raise AssertionError("decoded")
+
+    jpeg_data, png_data = encode(gradient(80, 60), "JPEG"), encode(gradient(80, 60), "PNG")
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    assert inspect_upload(jpeg_data) == ImageInfo("JPEG", 80, 60)
+    with pytest.raises(AssertionError, match="decoded"):
+        inspect_upload(png_data)
 
 
 @pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF"])

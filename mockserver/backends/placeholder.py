@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from ..images import Placeholder, render_placeholder
-from . import GenerationJob
+from . import Generated, GenerationJob
 
 
 class PlaceholderBackend:
-    def generate(self, job: GenerationJob) -> list[bytes]:
+    concurrency = 4
+
+    def generate(self, job: GenerationJob) -> Generated:
         face = next((ref.face for ref in job.faces if ref.face is not None), None)
         parts = [f"tune {job.tune_id}"]
         if job.scheduler:
@@ -29,4 +31,4 @@ class PlaceholderBackend:
                 face=face,
             )
             images.append(render_placeholder(spec))
-        return images
+        return Generated(tuple(images))

@@ -1,0 +1,96 @@
+"""Statements built and compiled once, run straight on the driver's cursor.
+
+The mock's hot statements (read a tune, read a prompt, take an id, insert a
+prompt) are the same every time but for their parameters. SQLAlchemy Core builds,
+caches and processes a statement per call: on SQLite that is about 150 µs around
+a 5 µs query. A :class:`Prepared` statement is compiled once per dialect; a call
+applies SQLAlchemy's own bind and result processors for the column types (JSON,
+booleans) and runs the SQL on the connection's DB-API cursor, inside the caller's
+transaction. The SQL is still SQLAlchemy's, so it is the same on SQLite and
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import Connection, Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
+
+Row = dict[str, Any]
+Processor = Callable[[Any], Any]
+
+
+@dataclass(slots=True)
+class _Compiled:
+    sql: str
+    positions: Sequence[str] | None
+    binds: dict[str, Processor]
+    defaults: dict[str, Any]
+    names: list[str]
+    types: list[Any]
+    results: list[Processor | None] | None = field(default=None)
+
+
+class Prepared:
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+        self._compiled: dict[str, _Compiled] = {}
+
+    def _compile(self, dialect: Dialect) -> _Compiled:
+        compiled = cast(SQLCompiler, self.statement.compile(dialect=dialect))
+        defaults = {name: value for name, value in compiled.params.items() if value is not None}
+        columns = compiled._result_columns
+        found = _Compiled(
+            sql=compiled.string,
+            positions=compiled.positiontup,
+            binds={k: p for k, p in compiled._bind_processors.items() if callable(p)},
+            defaults=defaults,
+            names=[column[0] for column in columns],
+            types=[column[3] for column in columns],
+        )
+        self._compiled[dialect.name] = found
+        return found
+
+    def execute(self, connection: Connection, params: Mapping[str, Any] | None = None) -> Any:
+        """Run with ``params``; returns the DB-API cursor."""
+        dialect = connection.dialect
+        compiled = self._compiled.get(dialect.name) or self._compile(dialect)
+        values = {**compiled.defaults, **(params or {})}
+        for name, process in compiled.binds.items():
+            if name in values:
+                values[name] = process(values[name])
+        args: Any = values
+        if compiled.positions is not None:
+            args = tuple(values[name] for name in compiled.positions)
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(compiled.sql, args)
+        return cursor
+
+    def rows(self, connection: Connection, params: Mapping[str, Any] | None = None) -> list[Row]:
+        cursor = self.execute(connection, params)
+        compiled = self._compiled[connection.dialect.name]
+        if compiled.results is None:
+            compiled.results = [
+                kind._cached_result_processor(connection.dialect, description[1])
+                for kind, description in zip(compiled.types, cursor.description, strict=True)
+            ]
+        names, results = compiled.names, compiled.results
+        out = []
+        for raw in cursor.fetchall():
+            row = {}
+            for name, process, value in zip(names, results, raw, strict=True):
+                row[name] = process(value) if process is not None and value is not None else value
+            out.append(row)
+        return out
+
+    def one(self, connection: Connection, params: Mapping[str, Any] | None = None) -> Row | None:
+        found = self.rows(connection, params)
+        return found[0] if found else None
+
+    def count(self, connection: Connection, params: Mapping[str, Any] | None = None) -> int:
+        """Run a write; the number of rows it touched."""
+        return int(self.execute(connection, params).rowcount)
