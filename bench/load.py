@@ -185,16 +185,22 @@ class LoadTool:
     def _run_python(
         self, base_url: str, request: Request, duration: float, connections: int
     ) -> Result:
+        command = self._pyload(base_url, request, connections, "--duration", f"{duration:g}")
+        return _parse(_run(command, duration))
+
+    def _pyload(
+        self, base_url: str, request: Request, connections: int, *how_long: str
+    ) -> list[str]:
+        """bench/pyload.py for ``request``; ``how_long`` is ``--duration S`` or ``--requests N``."""
         command = [
             sys.executable, str(BENCH / "pyload.py"), base_url + request.path,
-            "--method", request.method, "--duration", f"{duration:g}",
-            "--connections", str(connections),
+            "--method", request.method, *how_long, "--connections", str(connections),
         ]  # fmt: skip
         for name, value in self._headers(request).items():
             command += ["--header", f"{name}: {value}"]
         if request.body:
             command += ["--body", str(self._body_file(request.body))]
-        return _parse(_run(command, duration))
+        return command
 
     def send(
         self,
@@ -205,15 +211,7 @@ class LoadTool:
         vary: bool = False,
     ) -> Result:
         """Send exactly ``count`` requests (``{n}`` in the body numbered when ``vary``)."""
-        command = [
-            sys.executable, str(BENCH / "pyload.py"), base_url + request.path,
-            "--method", request.method, "--requests", str(count),
-            "--connections", str(connections),
-        ]  # fmt: skip
-        for name, value in self._headers(request).items():
-            command += ["--header", f"{name}: {value}"]
-        if request.body:
-            command += ["--body", str(self._body_file(request.body))]
+        command = self._pyload(base_url, request, connections, "--requests", str(count))
         if vary:
             command.append("--vary")
         return _parse(_run(command, 600.0))

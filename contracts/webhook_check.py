@@ -27,7 +27,7 @@ from hypothesis import seed as hypothesis_seed
 from schemathesis.core.result import Err
 
 from mockserver import __version__
-from mockserver.contract import load_document
+from mockserver.contract import follow_refs, load_document
 
 from .cli import DEFAULT_COUNT, DEFAULT_TIMEOUT
 
@@ -61,15 +61,6 @@ class CallbackBody:
     body: dict[str, Any]
 
 
-def _resolve(document: dict[str, Any], node: Any) -> Any:
-    while isinstance(node, dict) and "$ref" in node:
-        target: Any = document
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part.replace("~1", "/").replace("~0", "~")]
-        node = target
-    return node
-
-
 def example_bodies(document: dict[str, Any]) -> list[CallbackBody]:
     """The spec's own callback examples, then every tune and prompt example, wrapped."""
     found: list[CallbackBody] = []
@@ -78,10 +69,12 @@ def example_bodies(document: dict[str, Any]) -> list[CallbackBody]:
         media = components["pathItems"][item]["post"]["requestBody"]["content"]["application/json"]
         for name, example in media.get("examples", {}).items():
             found.append(
-                CallbackBody(kind, f"example {item}/{name}", _resolve(document, example)["value"])
+                CallbackBody(
+                    kind, f"example {item}/{name}", follow_refs(document, example)["value"]
+                )
             )
     for name, example in components.get("examples", {}).items():
-        value = _resolve(document, example).get("value")
+        value = follow_refs(document, example).get("value")
         for kind, entity in entities(value):
             found.append(CallbackBody(kind, f"example {name}", {kind: entity}))
     validators = {kind: component_validator(document, name) for kind, name in ENVELOPES.items()}

@@ -41,6 +41,17 @@ def spec_bytes() -> bytes:
     return SPEC_RESOURCE.read_bytes()
 
 
+def follow_refs(document: dict[str, Any], node: Any) -> Any:
+    """``node`` with its ``$ref`` chain followed inside ``document`` (siblings of a ``$ref``
+    are dropped; :meth:`Contract.resolve` keeps them for schemas)."""
+    while isinstance(node, dict) and "$ref" in node:
+        target: Any = document
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        node = target
+    return node
+
+
 def load_document() -> dict[str, Any]:
     document: dict[str, Any] = yaml.load(spec_bytes(), Loader=_LOADER)
     return document

@@ -117,13 +117,18 @@ def _decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) 
     image = _open(data, max_pixels)
     if draft is not None and image.format in ("JPEG", "MPO"):
         image.draft("RGB", draft)
+    _load(image)
+    return image
+
+
+def _load(image: Image.Image) -> None:
+    """Decode every pixel; a bomb or a broken stream is an :class:`InvalidImage`."""
     try:
         image.load()
     except Image.DecompressionBombError as exc:
         raise InvalidImage(f"has too many pixels to be decoded safely ({exc})") from exc
     except _DECODE_ERRORS as exc:
         raise InvalidImage(f"is truncated or corrupt ({exc})") from exc
-    return image
 
 
 # JPEG markers that stand alone (no length field): TEM, RST0-7, SOI.
@@ -192,12 +197,7 @@ def inspect_upload(data: bytes, *, max_pixels: int = 40_000_000) -> ImageInfo:
             if problem is not None:
                 raise InvalidImage(f"is truncated or corrupt (the JPEG stream {problem})")
             return info
-        try:
-            image.load()
-        except Image.DecompressionBombError as exc:
-            raise InvalidImage(f"has too many pixels to be decoded safely ({exc})") from exc
-        except _DECODE_ERRORS as exc:
-            raise InvalidImage(f"is truncated or corrupt ({exc})") from exc
+        _load(image)
     return info
 
 

@@ -22,6 +22,8 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
+from mockserver.contract import follow_refs
+
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATH = ROOT / "openapi.yaml"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -64,14 +66,7 @@ def pointer(*parts: str | int) -> str:
     return "#/" + "/".join(quote(t, safe="~!$&'()*+,;=:@") for t in tokens)
 
 
-def resolve(document: dict[str, Any], node: Any) -> Any:
-    """Follow ``$ref`` chains inside the document."""
-    while isinstance(node, dict) and "$ref" in node:
-        target: Any = document
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part.replace("~1", "/").replace("~0", "~")]
-        node = target
-    return node
+resolve = follow_refs
 
 
 def compile_at(document: dict[str, Any], ref: str) -> jsonschema_rs.Validator:
