@@ -53,12 +53,12 @@ class Api:
 
     async def list_tunes(self, call: Call) -> Result:
         q = call.query
-        with self.services.store.begin() as tx:
+        with self.services.store.read() as tx:
             rows = tx.list_tunes(call.tenant, q["limit"], q.get("before_id"), q["offset"])
         return 200, [self._tune(row) for row in rows]
 
     async def get_tune(self, call: Call) -> Result:
-        with self.services.store.begin() as tx:
+        with self.services.store.read() as tx:
             row = visible_tune(tx, call.tenant, call.path["id"])
         return 200, self._tune(row)
 
@@ -76,7 +76,7 @@ class Api:
 
     async def list_tune_prompts(self, call: Call) -> Result:
         q = call.query
-        with self.services.store.begin() as tx:
+        with self.services.store.read() as tx:
             tune = visible_tune(tx, call.tenant, call.path["tune_id"])
             rows = tx.list_prompts(
                 call.tenant, tune["id"], q["limit"], q.get("before_id"), q["offset"]
@@ -85,7 +85,7 @@ class Api:
 
     async def list_prompts(self, call: Call) -> Result:
         q = call.query
-        with self.services.store.begin() as tx:
+        with self.services.store.read() as tx:
             rows = tx.list_prompts(call.tenant, None, q["limit"], q.get("before_id"), q["offset"])
         return 200, [self._prompt(row) for row in rows]
 
@@ -115,7 +115,7 @@ class Api:
         return 200, {"message": "Prompt successfully deleted"}
 
     async def duplicate_prompt(self, call: Call) -> Result:
-        with self.services.store.begin() as tx:
+        with self.services.store.read() as tx:
             source = own_prompt(tx, call.tenant, call.path["id"])
         fields = _input_fields(source)
         fields.update(call.body.get("prompt") or {})

@@ -35,7 +35,8 @@ from .clock import Clock, iso
 from .duework import POLL_SECONDS, keep_claim, run_when_due
 from .errors import Unprocessable
 from .gallery import GALLERY_IDS
-from .serialize import dumps, prompt_json, tune_json
+from .jsontext import dumps
+from .serialize import prompt_json, tune_json
 from .settings import Settings
 from .store import Row, Store, Tx
 

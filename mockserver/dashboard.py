@@ -37,8 +37,9 @@ from starlette.routing import BaseRoute, Route
 from .admin import callback_json, scoped
 from .errors import BadRequest
 from .gallery import GALLERY_TUNES
+from .jsontext import dumps
 from .responses import json_response
-from .serialize import dumps, prompt_json, tune_json
+from .serialize import prompt_json, tune_json
 from .services import Services
 from .store import Row
 from .violations import violation_json

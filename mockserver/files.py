@@ -27,7 +27,10 @@ def _check_key(key: str) -> str:
 
 
 class DirectoryFileStore:
-    """Files under one directory; each write lands atomically (temp file, fsync, rename)."""
+    """Files under one directory; each write lands atomically (temp file, rename).
+
+    Not fsynced, as SQLite's commits are not (``synchronous=NORMAL``): a write survives
+    the process being killed; only a power cut can cost the last ones."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -40,8 +43,6 @@ class DirectoryFileStore:
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
             os.replace(temp, target)
         except BaseException:
             Path(temp).unlink(missing_ok=True)

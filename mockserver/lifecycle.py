@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -57,13 +58,18 @@ class Lifecycle:
         self.clock = clock
         self.backend = backend
         self._wakeup: asyncio.Event | None = None
+        self._next_pass = -math.inf
+        """When the loop runs next, if no wake-up comes first (-inf while a pass runs)."""
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._limit = asyncio.Semaphore(
             int(getattr(backend, "concurrency", CONCURRENT_GENERATIONS))
         )
 
-    def wake(self) -> None:
-        if self._wakeup is not None:
+    def wake(self, at: float | None = None) -> None:
+        """Work is due at ``at`` (epoch seconds; None: now). Work due no sooner than the
+        next pass already planned needs no pass of its own: on the defaults each created
+        prompt is due two seconds on, and a pass per create cost a third of the loop."""
+        if self._wakeup is not None and (at is None or at < self._next_pass):
             self._wakeup.set()
 
     async def run(self) -> None:
@@ -74,6 +80,7 @@ class Lifecycle:
 
     async def run_due(self) -> float | None:
         """Finish what is due; returns when the next work is due."""
+        self._next_pass = -math.inf
         now = time.time()
         with self.store.begin() as tx:
             trained = tx.claim_due_tunes(now, self.lease, CLAIM_BATCH)
@@ -83,8 +90,12 @@ class Lifecycle:
             due = tx.claim_due_prompts(now, self.lease, CLAIM_BATCH)
         if due:
             await asyncio.gather(*(self._complete_claimed(row) for row in due))
-        with self.store.begin() as tx:
-            return tx.next_due()
+        with self.store.read() as tx:
+            next_due = tx.next_due()
+        self._next_pass = math.inf if next_due is None else next_due
+        if self.store.shared:
+            self._next_pass = min(self._next_pass, time.time() + POLL_SECONDS)
+        return next_due
 
     def finish_training(self, tune_id: int) -> None:
         with self.store.begin() as tx:

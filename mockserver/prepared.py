@@ -32,7 +32,8 @@ class _Compiled:
     defaults: dict[str, Any]
     names: list[str]
     types: list[Any]
-    results: list[Processor | None] | None = field(default=None)
+    results: list[tuple[str, Processor]] | None = field(default=None)
+    """The columns whose values SQLAlchemy converts (JSON, booleans), with the converter."""
 
 
 class Prepared:
@@ -75,15 +76,20 @@ class Prepared:
         compiled = self._compiled[connection.dialect.name]
         if compiled.results is None:
             compiled.results = [
-                kind._cached_result_processor(connection.dialect, description[1])
-                for kind, description in zip(compiled.types, cursor.description, strict=True)
+                (name, process)
+                for name, kind, description in zip(
+                    compiled.names, compiled.types, cursor.description, strict=True
+                )
+                if (process := kind._cached_result_processor(connection.dialect, description[1]))
+                is not None
             ]
         names, results = compiled.names, compiled.results
         out = []
         for raw in cursor.fetchall():
-            row = {}
-            for name, process, value in zip(names, results, raw, strict=True):
-                row[name] = process(value) if process is not None and value is not None else value
+            row = dict(zip(names, raw, strict=True))
+            for name, process in results:
+                if row[name] is not None:
+                    row[name] = process(row[name])
             out.append(row)
         return out
 

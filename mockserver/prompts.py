@@ -227,7 +227,8 @@ def prompt_row(
 async def create_prompt(
     services: Services, tenant: str, tune_id: int, fields: dict[str, Any]
 ) -> Row:
-    """The whole create call: rules, idempotency, uploads, one insert."""
+    """The whole create call: rules, idempotency, uploads, one insert. Without uploads it
+    is one transaction; uploads are checked and stored between two."""
     with services.store.begin() as tx:
         tune = visible_tune(tx, tenant, tune_id)
         prompt_id = tx.next_id("prompts")
@@ -236,14 +237,33 @@ async def create_prompt(
             existing = tx.prompt_by_key(tenant, draft.idem_key)
             if existing is not None:
                 return existing
-    await check_uploads(draft)
-    await store_uploads(services, prompt_id, draft)
-    with services.store.begin() as tx:
-        inserted = tx.insert_prompt(prompt_row(services, tenant, tune, prompt_id, draft))
-        # Not inserted: the same prompt was created meanwhile (on this or another replica).
-        row = tx.prompt(tenant, prompt_id) if inserted else tx.prompt_by_key(tenant, draft.idem_key)
-    if not inserted:
-        await anyio.to_thread.run_sync(services.files.delete_prefix, f"prompts/{prompt_id}")
-    services.wake()
-    assert row is not None
+        if not draft.uploads:
+            row = _insert(services, tx, tenant, tune, prompt_id, draft)
+    if draft.uploads:
+        await check_uploads(draft)
+        await store_uploads(services, prompt_id, draft)
+        with services.store.begin() as tx:
+            row = _insert(services, tx, tenant, tune, prompt_id, draft)
+        if row["id"] != prompt_id:
+            await anyio.to_thread.run_sync(services.files.delete_prefix, f"prompts/{prompt_id}")
+    if row["id"] == prompt_id and row["ready_after"] is not None:
+        services.wake(row["ready_after"])
     return row
+
+
+def _insert(
+    services: Services,
+    tx: Tx,
+    tenant: str,
+    tune: Mapping[str, Any],
+    prompt_id: int,
+    draft: PromptDraft,
+) -> Row:
+    """Store the prompt; returns its row as stored. Not inserted: the same prompt was
+    created meanwhile (on this or another replica), and that one is returned."""
+    row = prompt_row(services, tenant, tune, prompt_id, draft)
+    if tx.insert_prompt(row):
+        return row
+    existing = tx.prompt_by_key(tenant, draft.idem_key)
+    assert existing is not None
+    return existing

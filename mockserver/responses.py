@@ -7,7 +7,7 @@ from typing import Any
 from starlette.responses import Response
 
 from .errors import ApiError
-from .serialize import dumps
+from .jsontext import dumps
 
 JSON_TYPE = "application/json; charset=utf-8"
 _JSON_TYPE = JSON_TYPE.encode("latin-1")

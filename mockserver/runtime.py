@@ -31,10 +31,12 @@ class Runtime:
     dispatcher: Dispatcher
     lifecycle: Lifecycle
 
-    def wake(self) -> None:
-        """Tell the lifecycle and the dispatcher that work may be due."""
-        self.lifecycle.wake()
-        self.dispatcher.wake()
+    def wake(self, at: float | None = None) -> None:
+        """Tell the workers that work may be due: a prompt or tune due at ``at`` (epoch
+        seconds) concerns the lifecycle alone; work due now (None), also the dispatcher."""
+        self.lifecycle.wake(at)
+        if at is None:
+            self.dispatcher.wake()
 
     async def run(self, generate: bool) -> None:
         """Deliver callbacks and, with ``generate``, do due work, until cancelled."""

@@ -58,7 +58,7 @@ def routes(services: Services) -> list[BaseRoute]:
         clock.advance(timedelta(seconds=seconds))
         with store.begin() as tx:
             tx.bring_forward(float(seconds))
-        services.wake()
+        services.wake(None)
         return json_response(200, {"now": clock.stamp(), "frozen": clock.frozen})
 
     async def reset(_request: Request, tenant: str | None) -> Response:

@@ -5,7 +5,6 @@ Key order is fixed and encoding is compact, so equal state gives equal bytes.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .store import Row
@@ -31,15 +30,6 @@ PROMPT_OPTIONALS = (
     "style",
     "color_grading",
 )
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-"""What ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))`` builds on each
-call, built once."""
-
-
-def dumps(value: Any) -> bytes:
-    return _ENCODER.encode(value).encode()
 
 
 def file_url(base_url: str, key: str) -> str:

@@ -25,5 +25,6 @@ class Services:
     outbox: Outbox
     faults: Faults
     limiter: RateLimiter | None
-    wake: Callable[[], None]
-    """Tells the lifecycle worker and the callback dispatcher that work may be due."""
+    wake: Callable[[float | None], None]
+    """Tells the background workers that work is due at a time (epoch seconds), or now
+    (None): ``Runtime.wake``, coalesced."""

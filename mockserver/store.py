@@ -15,9 +15,11 @@ several processes queue on the write lock instead of failing half-way.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import (
@@ -41,6 +43,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
+from . import jsontext
+from .checkpoint import Checkpointer
 from .migrations import migrate
 from .prepared import Prepared
 from .tables import callbacks, counters, prompts, tunes, violations
@@ -58,11 +62,16 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # OS's hands); only a power cut can cost the last transactions.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint.py does them, off the loop
     cursor.close()
 
 
 def _sqlite_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    """A transaction SQLAlchemy begins takes the write lock at once, unless it runs inside
+    one that ``Store`` began on the driver."""
+    driver = connection.connection.driver_connection
+    if not getattr(driver, "in_transaction", False):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def database_url(url: str) -> str:
@@ -76,10 +85,19 @@ def database_url(url: str) -> str:
 def make_engine(url: str) -> Engine:
     if url in ("sqlite://", "sqlite:///:memory:"):
         engine = create_engine(
-            "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+            "sqlite://",
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False},
+            json_serializer=jsontext.dumps_text,
+            json_deserializer=jsontext.loads,
         )
     else:
-        engine = create_engine(database_url(url), pool_pre_ping=True)
+        engine = create_engine(
+            database_url(url),
+            pool_pre_ping=True,
+            json_serializer=jsontext.dumps_text,
+            json_deserializer=jsontext.loads,
+        )
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
@@ -98,6 +116,10 @@ class Store:
         # In memory there is one SQLite connection for every thread: one transaction at a time.
         in_memory = isinstance(self.engine.pool, StaticPool)
         self._serial: AbstractContextManager[Any] = threading.Lock() if in_memory else nullcontext()
+        self._checkpointer: Checkpointer | None = None
+        if self.engine.dialect.name == "sqlite" and not in_memory and self.engine.url.database:
+            self._checkpointer = Checkpointer(self.engine.url.database)
+            self._checkpointer.start()
 
     @property
     def shared(self) -> bool:
@@ -108,22 +130,58 @@ class Store:
             ":memory:",
         )
 
-    @contextmanager
-    def begin(self) -> Iterator[Tx]:
-        """One transaction, on a connection this thread keeps (a pool checkout and
-        return cost more than a short transaction)."""
+    def _connection(self) -> Connection:
+        """This thread's connection (a pool checkout and return cost more than a short
+        transaction)."""
         connection: Connection | None = getattr(self._held, "connection", None)
         if connection is None or connection.closed or connection.invalidated:
             connection = self._held.connection = self.engine.connect()
             self._all_held.append(connection)
-        if connection.in_transaction():  # a transaction inside another: its own connection
-            with self.engine.begin() as other:
-                yield Tx(other, self.now())
+        return connection
+
+    def begin(self) -> AbstractContextManager[Tx]:
+        """One read-write transaction."""
+        return self._transaction(write=True)
+
+    def read(self) -> AbstractContextManager[Tx]:
+        """One read-only transaction: a consistent snapshot that, on SQLite, takes no
+        write lock, so reads never queue behind writers (of any process)."""
+        return self._transaction(write=False)
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Tx]:
+        connection = self._connection()
+        driver = connection.connection.driver_connection
+        if connection.in_transaction() or getattr(driver, "in_transaction", False):
+            with self.engine.begin() as other:  # a transaction inside another: its own connection
+                yield Tx(other, self.now)
             return
-        with self._serial, connection.begin():
-            yield Tx(connection, self.now())
+        if self.engine.dialect.name != "sqlite":
+            with connection.begin():
+                yield Tx(connection, self.now)
+            return
+        # SQLite: BEGIN and COMMIT straight on the driver; SQLAlchemy's transaction
+        # bookkeeping cost more than a one-row read. A statement run through SQLAlchemy
+        # inside makes it begin its own (on this same driver transaction): end that one.
+        assert isinstance(driver, sqlite3.Connection)
+        with self._serial:
+            driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield Tx(connection, self.now)
+            except BaseException:
+                if connection.in_transaction():
+                    connection.rollback()
+                elif driver.in_transaction:
+                    driver.rollback()
+                raise
+            if connection.in_transaction():
+                connection.commit()
+            else:
+                driver.commit()
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         for connection in self._all_held:
             connection.close()
         self.engine.dispose()
@@ -218,9 +276,14 @@ def _due_at(table: Table, column: Any) -> Any:
 class Tx:
     """One transaction: every read and write of the mock's state."""
 
-    def __init__(self, connection: Connection, now: str) -> None:
+    def __init__(self, connection: Connection, now: Callable[[], str]) -> None:
         self.connection = connection
-        self.now = now
+        self._now = now
+
+    @cached_property
+    def now(self) -> str:
+        """The API clock's time, read once per transaction, when first needed."""
+        return self._now()
 
     # ids -----------------------------------------------------------------
     def next_id(self, name: str, skip: frozenset[int] = frozenset()) -> int:

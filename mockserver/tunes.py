@@ -168,7 +168,7 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
     if queued or drafts or not ready_now:
         # Only then is there work for the lifecycle (training, prompts) or the dispatcher
         # (a callback); each wake-up costs both a pass of queries on the event loop.
-        services.wake()
+        services.wake(None)
     assert row is not None
     return row
 

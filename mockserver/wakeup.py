@@ -7,6 +7,9 @@ create, those passes took a third of the loop. One pass serves every create comm
 before it starts, so a wake-up within ``interval`` of the last one is held until
 ``interval`` after it, merged with any others meanwhile. None is lost, and none is late
 by more than ``interval`` (20 ms: nothing is due sooner than ``--prompt-seconds``).
+
+A wake-up may say when its work is due (epoch seconds; None: now). Merged wake-ups pass
+on the earliest, so the woken side can ignore work due after its next pass anyway.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ INTERVAL = 0.02
 
 
 class CoalescedWake:
-    """``wake()`` as given, called at most once per ``interval`` (on the event loop)."""
+    """``wake(at)`` as given, called at most once per ``interval`` (on the event loop)."""
 
     def __init__(
         self,
-        wake: Callable[[], None],
+        wake: Callable[[float | None], None],
         interval: float = INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -34,10 +37,13 @@ class CoalescedWake:
         self._clock = clock
         self._last = -math.inf
         self._timer: asyncio.TimerHandle | None = None
+        self._at: float | None = None
 
-    def __call__(self) -> None:
-        if self._timer is not None:
-            return  # a wake-up is on its way and will see this work too
+    def __call__(self, at: float | None = None) -> None:
+        if self._timer is not None:  # a wake-up is on its way: it carries this one too
+            self._at = None if at is None or self._at is None else min(at, self._at)
+            return
+        self._at = at
         wait = self._last + self.interval - self._clock()
         if wait <= 0:
             self._fire()
@@ -52,4 +58,4 @@ class CoalescedWake:
     def _fire(self) -> None:
         self._timer = None
         self._last = self._clock()
-        self._wake()
+        self._wake(self._at)

@@ -254,7 +254,7 @@ def test_500_on_bad_input_fails():
 
 
 def test_429s_carry_retry_after():
-    with Mock(rate_limit="60/s") as mock:
+    with Mock(rate_limit="20/s") as mock:
         report, out = run(mock, phases=("examples", "astria"))
     assert report.ok, out
     assert report.checks["retry_after_on_429"].passed > 0, out
@@ -274,7 +274,7 @@ def without_retry_after(app: ASGIApp) -> ASGIApp:
 
 
 def test_a_429_without_retry_after_fails():
-    with Mock(without_retry_after, rate_limit="60/s") as mock:
+    with Mock(without_retry_after, rate_limit="20/s") as mock:
         report, _ = run(mock, phases=("examples", "astria"))
     assert not report.ok
     assert "429 without Retry-After" in failures(report, "retry_after_on_429")

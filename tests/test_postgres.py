@@ -111,7 +111,7 @@ def test_a_claimed_row_is_skipped_by_other_replicas_not_waited_for(postgres_url:
     first = stores[0].engine.connect()
     try:
         transaction = first.begin()
-        held = Tx(first, "now").claim_due_prompts(now, 60, limit=2)
+        held = Tx(first, lambda: "now").claim_due_prompts(now, 60, limit=2)
         assert [row["id"] for row in held] == [1, 2]
         with stores[1].begin() as tx:
             # Waiting on the first claim's locks would fail here instead of hanging.
