@@ -35,6 +35,14 @@ STEPS: dict[int, tuple[str, ...]] = {
         "CREATE UNIQUE INDEX tunes_idem_key ON tunes (tenant, idem_key)",
         "CREATE UNIQUE INDEX prompts_idem_key ON prompts (tenant, idem_key)",
     ),
+    3: (
+        # List pages as index ranges (tables.py explains); each replaces a tenant index.
+        "CREATE INDEX tunes_tenant_id ON tunes (tenant, id)",
+        "CREATE INDEX prompts_tenant_id ON prompts (tenant, id)",
+        "CREATE INDEX prompts_tenant_tune_id_id ON prompts (tenant, tune_id, id)",
+        "DROP INDEX IF EXISTS ix_tunes_tenant",
+        "DROP INDEX IF EXISTS ix_prompts_tenant",
+    ),
 }
 SCHEMA_VERSION = max(STEPS)
 

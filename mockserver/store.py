@@ -37,11 +37,13 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql import Subquery
 
 from . import jsontext
 from .checkpoint import Checkpointer
@@ -196,34 +198,44 @@ def _all(result: CursorResult[Any]) -> list[Row]:
     return [dict(row) for row in result.mappings()]
 
 
-def _visible(tenant: str, now: str) -> Any:
-    """The tenant's tunes and the gallery, less tunes expired (30 days after training)
-    unless they are kept with ``auto_extend``."""
-    alive = or_(tunes.c.expires_at.is_(None), tunes.c.expires_at > now, tunes.c.auto_extend)
-    return and_(or_(tunes.c.tenant == tenant, tunes.c.tenant == SHARED_TENANT), alive)
-
-
-_VISIBLE = and_(
-    or_(tunes.c.tenant == bindparam("tenant"), tunes.c.tenant == SHARED_TENANT),
-    or_(tunes.c.expires_at.is_(None), tunes.c.expires_at > bindparam("now"), tunes.c.auto_extend),
+_ALIVE = or_(
+    tunes.c.expires_at.is_(None), tunes.c.expires_at > bindparam("now"), tunes.c.auto_extend
 )
+"""Not expired (30 days after training), or kept with ``auto_extend``."""
+_VISIBLE = and_(or_(tunes.c.tenant == bindparam("tenant"), tunes.c.tenant == SHARED_TENANT), _ALIVE)
 _PAGE: dict[str, Any] = {"limit": bindparam("limit"), "offset": bindparam("offset")}
 TUNE = Prepared(select(tunes).where(tunes.c.id == bindparam("id"), _VISIBLE))
 TUNE_BY_ID = Prepared(select(tunes).where(tunes.c.id == bindparam("id")))
-TUNES = Prepared(
-    select(tunes)
-    .where(_VISIBLE)
-    .order_by(tunes.c.id.desc())
-    .limit(_PAGE["limit"])
-    .offset(_PAGE["offset"])
-)
-TUNES_BEFORE = Prepared(
-    select(tunes)
-    .where(_VISIBLE, tunes.c.id < bindparam("before_id"))
-    .order_by(tunes.c.id.desc())
-    .limit(_PAGE["limit"])
-    .offset(_PAGE["offset"])
-)
+
+
+def _newest_tunes(before: bool, *where: Any) -> Subquery:
+    """Live tunes of one tenant, newest first, no more than ``window`` of them: a
+    backward read of the ``(tenant, id)`` index that stops after ``window`` rows."""
+    query = select(tunes).where(*where, _ALIVE)
+    if before:
+        query = query.where(tunes.c.id < bindparam("before_id"))
+    return query.order_by(tunes.c.id.desc()).limit(bindparam("window")).subquery()
+
+
+def _tune_list(before: bool) -> Prepared:
+    """A page of the tenant's tunes and the gallery's, newest first.
+
+    Under ``tenant = :tenant OR tenant = ''`` SQLite read and sorted every visible tune
+    for each page. Here each tenant's share is its own index range, cut to ``window``
+    (limit + offset) rows, and only those are merged: a page costs the same at any store
+    size. The cuts are needed: under an ``ORDER BY``, PostgreSQL (15) sorts every row of
+    a ``UNION ALL`` rather than merge its parts' ordered ranges. The gallery's share is
+    left out when the tenant is the gallery itself, so no tune comes twice.
+    """
+    tenant = bindparam("tenant", type_=tunes.c.tenant.type)
+    own = _newest_tunes(before, tunes.c.tenant == tenant)
+    gallery = _newest_tunes(before, tunes.c.tenant == SHARED_TENANT, tenant != SHARED_TENANT)
+    visible = union_all(select(own), select(gallery))
+    page = visible.order_by(visible.selected_columns.id.desc())
+    return Prepared(page.limit(_PAGE["limit"]).offset(_PAGE["offset"]))
+
+
+TUNES = {before: _tune_list(before) for before in (False, True)}
 PROMPT = Prepared(
     select(prompts).where(prompts.c.id == bindparam("id"), prompts.c.tenant == bindparam("tenant"))
 )
@@ -348,10 +360,9 @@ class Tx:
         return _one(self.connection.execute(query))
 
     def list_tunes(self, tenant: str, limit: int, before_id: int | None, offset: int) -> list[Row]:
-        params = {"tenant": tenant, "now": self.now, "limit": limit, "offset": offset}
-        if before_id is None:
-            return TUNES.rows(self.connection, params)
-        return TUNES_BEFORE.rows(self.connection, {**params, "before_id": before_id})
+        params = {"tenant": tenant, "now": self.now, "before_id": before_id}
+        page = {"limit": limit, "offset": offset, "window": limit + offset}
+        return TUNES[before_id is not None].rows(self.connection, {**params, **page})
 
     def update_tune(self, tune_id: int, **values: Any) -> None:
         self.connection.execute(update(tunes).where(tunes.c.id == tune_id).values(**values))

@@ -7,6 +7,12 @@ same row while the lease runs, and any replica takes it again once the lease has
 run out (the one holding it died). ``idem_key`` columns are set only with
 ``--idempotency``; a unique index on them, not a check-then-insert, keeps two
 replicas from creating the same object twice.
+
+Lists are pages of one tenant's rows, newest first: ``(tenant, id)`` indexes (and
+``(tenant, tune_id, id)`` for a tune's prompts) serve a page as one index range
+read backwards, however many rows the table holds. ``id`` is not SQLite's rowid
+(a ``BIGINT`` primary key is not an alias of it), so an index on ``tenant``
+alone does not keep ids in order.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ tunes = Table(
     "tunes",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("tenant", String(64), nullable=False, index=True),
+    Column("tenant", String(64), nullable=False),
     Column("title", Text, nullable=False),
     Column("model_type", String(16)),
     Column("branch", String(16), nullable=False),
@@ -49,13 +55,14 @@ tunes = Table(
     Column("claimed_until", Float),
     Column("idem_key", Text),
     Index("tunes_idem_key", "tenant", "idem_key", unique=True),
+    Index("tunes_tenant_id", "tenant", "id"),
 )
 
 prompts = Table(
     "prompts",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("tenant", String(64), nullable=False, index=True),
+    Column("tenant", String(64), nullable=False),
     Column("tune_id", BigInteger, nullable=False, index=True),
     Column("attrs", JSON, nullable=False),
     Column("idem_key", String(64)),
@@ -70,6 +77,8 @@ prompts = Table(
     Column("polls", Integer, nullable=False, default=0),
     Column("liked", Boolean, nullable=False, default=False),
     Index("prompts_idem_key", "tenant", "idem_key", unique=True),
+    Index("prompts_tenant_id", "tenant", "id"),
+    Index("prompts_tenant_tune_id_id", "tenant", "tune_id", "id"),
 )
 
 callbacks = Table(

@@ -6,16 +6,20 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from conftest import KEY
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Engine, create_engine, inspect
 from starlette.testclient import TestClient
 
 from mockserver.app import create_app
 from mockserver.auth import tenant_for
 from mockserver.migrations import SCHEMA_VERSION, migrate
 from mockserver.settings import Settings
+from mockserver.store import database_url
+from mockserver.tables import metadata
 
 V1_SCHEMA = Path(__file__).parent / "data" / "schema_v1.sql"
+V2_SCHEMA = Path(__file__).parent / "data" / "schema_v2.sql"
 STAMP = "2026-11-01T10:00:00.000Z"
 TENANT = tenant_for(f"Bearer {KEY}", frozenset())
 
@@ -80,3 +84,60 @@ def test_migrating_twice_changes_nothing(tmp_path):
     assert {"claimed_until", "interrupted"} <= columns
     assert migrate(engine) == SCHEMA_VERSION
     assert migrate(create_engine("sqlite://")) == 0
+
+
+def declared_indexes() -> dict[str, set[tuple[str, tuple[str, ...], bool]]]:
+    """Every table's indexes as tables.py declares them (a fresh store has exactly these)."""
+    return {
+        table.name: {(i.name, tuple(c.name for c in i.columns), i.unique) for i in table.indexes}
+        for table in metadata.sorted_tables
+    }
+
+
+def found_indexes(engine: Engine) -> dict[str, set[tuple[str, tuple[str, ...], bool]]]:
+    inspector = inspect(engine)
+    return {
+        name: {
+            (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+            for i in inspector.get_indexes(name)
+        }
+        for name in inspector.get_table_names()
+    }
+
+
+def test_a_version_1_store_gets_the_indexes_of_a_new_one(tmp_path):
+    v1_database(tmp_path / "mock.sqlite3")
+    engine = create_engine(f"sqlite:///{tmp_path / 'mock.sqlite3'}")
+    migrate(engine)
+    assert found_indexes(engine) == declared_indexes()
+    assert {"tunes_tenant_id", "prompts_tenant_id", "prompts_tenant_tune_id_id"} <= {
+        name for table in found_indexes(engine).values() for name, _, _ in table
+    }
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mock.sqlite3'}"
+    return database_url(request.getfixturevalue("postgres_url"))
+
+
+def test_a_version_2_store_comes_up_to_the_list_indexes(empty_url: str):
+    engine = create_engine(empty_url)
+    with engine.begin() as connection:
+        for statement in V2_SCHEMA.read_text().split(";\n"):
+            if statement.strip():
+                connection.exec_driver_sql(statement)
+    before = found_indexes(engine)
+    assert {name for name, _, _ in before["tunes"]} == {"tunes_idem_key", "ix_tunes_tenant"}
+
+    assert migrate(engine) == 2
+    assert found_indexes(engine) == declared_indexes()
+    assert {name for name, _, _ in found_indexes(engine)["prompts"]} == {
+        "ix_prompts_tune_id",
+        "prompts_idem_key",
+        "prompts_tenant_id",
+        "prompts_tenant_tune_id_id",
+    }
+    assert migrate(engine) == SCHEMA_VERSION == 3
+    engine.dispose()
