@@ -321,7 +321,9 @@ class Tx:
         statement = (
             self._dialect_insert(table)
             .values(**row)
-            .on_conflict_do_nothing(index_elements=["tenant", "idem_key"])
+            .on_conflict_do_nothing(
+                index_elements=["tenant", "idem_key"], index_where=table.c.idem_key.is_not(None)
+            )
         )
         return bool(self.connection.execute(statement).rowcount == 1)
 
