@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .errors import Unprocessable
-from .lookup import own_prompt, visible_tune
+from .jsontext import dumps
+from .lookup import own_prompt, stored_prompt, stored_tune, visible_tune
+from .prepared import Stored
 from .prompts import create_prompt
 from .responses import NO_BODY
 from .serialize import prompt_json, tune_json
@@ -31,6 +34,8 @@ class Call:
 
 
 Result = tuple[int, Any]
+"""A status and the body: a value to encode as JSON, or JSON encoded already (bytes)."""
+ENCODED_BODIES = 1024
 Handler = Callable[["Api", Call], Awaitable[Result]]
 
 
@@ -39,6 +44,15 @@ class Api:
         self.services = services
         self._complete = complete
         self.base_url = services.settings.base_url
+        # A read of an unchanged tune or prompt answers the bytes encoded the last time.
+        self._tune_body = lru_cache(maxsize=ENCODED_BODIES)(self._encode_tune)
+        self._prompt_body = lru_cache(maxsize=ENCODED_BODIES)(self._encode_prompt)
+
+    def _encode_tune(self, stored: Stored) -> bytes:
+        return dumps(self._tune(stored.row()))
+
+    def _encode_prompt(self, stored: Stored) -> bytes:
+        return dumps(self._prompt(stored.row()))
 
     def _tune(self, row: Row) -> dict[str, Any]:
         return tune_json(row, self.base_url)
@@ -59,8 +73,8 @@ class Api:
 
     async def get_tune(self, call: Call) -> Result:
         with self.services.store.read() as tx:
-            row = visible_tune(tx, call.tenant, call.path["id"])
-        return 200, self._tune(row)
+            stored = stored_tune(tx, call.tenant, call.path["id"])
+        return 200, self._tune_body(stored)
 
     async def delete_tune(self, call: Call) -> Result:
         with self.services.store.begin() as tx:
@@ -90,15 +104,18 @@ class Api:
         return 200, [self._prompt(row) for row in rows]
 
     async def get_prompt(self, call: Call) -> Result:
-        return 200, self._prompt(await self._read_prompt(call))
+        if self.services.settings.prompt_polls is None:
+            with self.services.store.read() as tx:
+                stored = stored_prompt(tx, call.tenant, call.path["id"], call.path.get("tune_id"))
+            return 200, self._prompt_body(stored)
+        return 200, self._prompt(await self._poll_prompt(call, self.services.settings.prompt_polls))
 
-    async def _read_prompt(self, call: Call) -> Row:
-        """A read of a prompt; with ``--prompt-polls N`` the Nth read finishes it."""
+    async def _poll_prompt(self, call: Call, polls_needed: int) -> Row:
+        """A read of a prompt with ``--prompt-polls N``: the Nth read finishes it."""
         tune_id = call.path.get("tune_id")
-        polls_needed = self.services.settings.prompt_polls
         with self.services.store.begin() as tx:
             row = own_prompt(tx, call.tenant, call.path["id"], tune_id)
-            if polls_needed is None or row["trained_at"] is not None or row["user_error"]:
+            if row["trained_at"] is not None or row["user_error"]:
                 return row
             polls = tx.count_poll(row["id"])
             tune = tx.tune_by_id(row["tune_id"])

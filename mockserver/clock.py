@@ -8,6 +8,7 @@ frozen clock still lets prompts finish while every timestamp stays fixed.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 
@@ -18,6 +19,8 @@ class Clock:
         self._frozen_at = frozen_at
         self._offset = timedelta()
         self._lock = threading.Lock()
+        self._stamped: tuple[tuple[int | None, timedelta], str] = ((None, timedelta.max), "")
+        """The last stamp, by its millisecond (None: frozen) and the offset then."""
 
     @property
     def frozen(self) -> bool:
@@ -28,8 +31,18 @@ class Clock:
         return base + self._offset
 
     def stamp(self) -> str:
-        """Now, as the API writes timestamps."""
-        return _format(self.now())
+        """Now, as the API writes timestamps. Formatting cost more than the store read it
+        serves (expiry), so the text of each millisecond is made once."""
+        millisecond = None if self._frozen_at is not None else time.time_ns() // 1_000_000
+        key = (millisecond, self._offset)
+        if self._stamped[0] != key:
+            self._stamped = (key, _format(self._at(millisecond) + self._offset))
+        return self._stamped[1]
+
+    def _at(self, millisecond: int | None) -> datetime:
+        if millisecond is None and self._frozen_at is not None:
+            return self._frozen_at
+        return datetime.fromtimestamp((millisecond or 0) / 1000, UTC)
 
     def advance(self, delta: timedelta) -> datetime:
         with self._lock:

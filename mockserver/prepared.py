@@ -20,6 +20,8 @@ from sqlalchemy import Connection, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
+from .jsontext import dumps
+
 Row = dict[str, Any]
 Processor = Callable[[Any], Any]
 
@@ -34,6 +36,27 @@ class _Compiled:
     types: list[Any]
     results: list[tuple[str, Processor]] | None = field(default=None)
     """The columns whose values SQLAlchemy converts (JSON, booleans), with the converter."""
+
+
+def _convert(compiled: _Compiled, raw: Sequence[Any]) -> Row:
+    row = dict(zip(compiled.names, raw, strict=True))
+    for name, process in compiled.results or ():
+        if row[name] is not None:
+            row[name] = process(row[name])
+    return row
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A row as the driver returned it. Rows of equal values are equal, so a row can key
+    a cache of what is made from it (its encoded JSON); ``row()`` converts it."""
+
+    key: tuple[Any, ...]
+    values: tuple[Any, ...] = field(compare=False, repr=False)
+    compiled: _Compiled = field(compare=False, repr=False)
+
+    def row(self) -> Row:
+        return _convert(self.compiled, self.values)
 
 
 class Prepared:
@@ -73,25 +96,36 @@ class Prepared:
 
     def rows(self, connection: Connection, params: Mapping[str, Any] | None = None) -> list[Row]:
         cursor = self.execute(connection, params)
-        compiled = self._compiled[connection.dialect.name]
+        compiled = self._with_results(connection.dialect, cursor)
+        return [_convert(compiled, raw) for raw in cursor.fetchall()]
+
+    def stored(
+        self, connection: Connection, params: Mapping[str, Any] | None = None
+    ) -> Stored | None:
+        """The first row as the driver returned it, unconverted."""
+        cursor = self.execute(connection, params)
+        raw = cursor.fetchone()
+        if raw is None:
+            return None
+        values = tuple(raw)
+        try:
+            hash(values)
+            key = values
+        except TypeError:  # psycopg decodes JSON columns itself: dicts and lists
+            key = tuple(dumps(v) if isinstance(v, dict | list) else v for v in values)
+        return Stored(key, values, self._with_results(connection.dialect, cursor))
+
+    def _with_results(self, dialect: Dialect, cursor: Any) -> _Compiled:
+        compiled = self._compiled[dialect.name]
         if compiled.results is None:
             compiled.results = [
                 (name, process)
                 for name, kind, description in zip(
                     compiled.names, compiled.types, cursor.description, strict=True
                 )
-                if (process := kind._cached_result_processor(connection.dialect, description[1]))
-                is not None
+                if (process := kind._cached_result_processor(dialect, description[1])) is not None
             ]
-        names, results = compiled.names, compiled.results
-        out = []
-        for raw in cursor.fetchall():
-            row = dict(zip(names, raw, strict=True))
-            for name, process in results:
-                if row[name] is not None:
-                    row[name] = process(row[name])
-            out.append(row)
-        return out
+        return compiled
 
     def one(self, connection: Connection, params: Mapping[str, Any] | None = None) -> Row | None:
         found = self.rows(connection, params)

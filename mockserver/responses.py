@@ -33,9 +33,10 @@ class JsonResponse(Response):
 
 
 def json_response(status: int, body: Any) -> Response:
+    """``body`` as JSON; bytes are JSON encoded already."""
     if body is NO_BODY:
         return Response(status_code=status)
-    return JsonResponse(dumps(body), status)
+    return JsonResponse(body if isinstance(body, bytes) else dumps(body), status)
 
 
 def error_response(error: ApiError) -> Response:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from functools import cached_property
 from typing import Any
 
@@ -48,7 +48,7 @@ from sqlalchemy.sql import Subquery
 from . import jsontext
 from .checkpoint import Checkpointer
 from .migrations import migrate
-from .prepared import Prepared
+from .prepared import Prepared, Stored
 from .tables import callbacks, counters, prompts, tunes, violations
 
 Row = dict[str, Any]
@@ -68,12 +68,16 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+READING = "astria_mock_reading"
+"""Set in a connection's ``info`` while a ``Store.read()`` runs on it."""
+
+
 def _sqlite_begin(connection: Connection) -> None:
-    """A transaction SQLAlchemy begins takes the write lock at once, unless it runs inside
-    one that ``Store`` began on the driver."""
+    """A transaction SQLAlchemy begins takes the write lock at once (none inside a read),
+    unless it runs inside one that ``Store`` began on the driver."""
     driver = connection.connection.driver_connection
     if not getattr(driver, "in_transaction", False):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN" if connection.info.get(READING) else "BEGIN IMMEDIATE")
 
 
 def database_url(url: str) -> str:
@@ -146,40 +150,18 @@ class Store:
         return self._transaction(write=True)
 
     def read(self) -> AbstractContextManager[Tx]:
-        """One read-only transaction: a consistent snapshot that, on SQLite, takes no
-        write lock, so reads never queue behind writers (of any process)."""
+        """Reads only: on SQLite each statement sees what is committed when it runs and
+        takes no write lock, so reads never queue behind writers (of any process)."""
         return self._transaction(write=False)
 
-    @contextmanager
-    def _transaction(self, write: bool) -> Iterator[Tx]:
+    def _transaction(self, write: bool) -> AbstractContextManager[Tx]:
         connection = self._connection()
         driver = connection.connection.driver_connection
         if connection.in_transaction() or getattr(driver, "in_transaction", False):
-            with self.engine.begin() as other:  # a transaction inside another: its own connection
-                yield Tx(other, self.now)
-            return
-        if self.engine.dialect.name != "sqlite":
-            with connection.begin():
-                yield Tx(connection, self.now)
-            return
-        # SQLite: BEGIN and COMMIT straight on the driver; SQLAlchemy's transaction
-        # bookkeeping cost more than a one-row read. A statement run through SQLAlchemy
-        # inside makes it begin its own (on this same driver transaction): end that one.
-        assert isinstance(driver, sqlite3.Connection)
-        with self._serial:
-            driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield Tx(connection, self.now)
-            except BaseException:
-                if connection.in_transaction():
-                    connection.rollback()
-                elif driver.in_transaction:
-                    driver.rollback()
-                raise
-            if connection.in_transaction():
-                connection.commit()
-            else:
-                driver.commit()
+            return _Nested(self.engine, self.now)  # inside another: its own connection
+        if isinstance(driver, sqlite3.Connection):
+            return _SqliteTransaction(connection, driver, self.now, write, self._serial)
+        return _Nested(connection, self.now)
 
     def close(self) -> None:
         if self._checkpointer is not None:
@@ -187,6 +169,63 @@ class Store:
         for connection in self._all_held:
             connection.close()
         self.engine.dispose()
+
+
+class _Nested:
+    """A SQLAlchemy transaction: on PostgreSQL, and for one begun inside another."""
+
+    def __init__(self, connectable: Engine | Connection, now: Callable[[], str]) -> None:
+        self._begin = connectable.begin()
+        self._now = now
+
+    def __enter__(self) -> Tx:
+        entered = self._begin.__enter__()
+        return Tx(entered if isinstance(entered, Connection) else entered.connection, self._now)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._begin.__exit__(*exc)
+
+
+class _SqliteTransaction:
+    """BEGIN and COMMIT straight on the driver: SQLAlchemy's transaction bookkeeping
+    cost more than a one-row read. A write takes the lock at once (``BEGIN IMMEDIATE``);
+    a read runs its statements each on its own, begun by SQLite. A statement run through
+    SQLAlchemy inside makes SQLAlchemy begin too (``_sqlite_begin``): that one is ended."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        driver: sqlite3.Connection,
+        now: Callable[[], str],
+        write: bool,
+        serial: AbstractContextManager[Any],
+    ) -> None:
+        self.connection, self.driver, self.now = connection, driver, now
+        self.write, self.serial = write, serial
+
+    def __enter__(self) -> Tx:
+        self.serial.__enter__()
+        if self.write:
+            self.driver.execute("BEGIN IMMEDIATE")
+        else:
+            self.connection.info[READING] = True
+        return Tx(self.connection, self.now)
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        try:
+            self.connection.info.pop(READING, None)
+            if self.connection.in_transaction():
+                if kind is None:
+                    self.connection.commit()
+                else:
+                    self.connection.rollback()
+            elif self.driver.in_transaction:
+                if kind is None:
+                    self.driver.commit()
+                else:
+                    self.driver.rollback()
+        finally:
+            self.serial.__exit__(None, None, None)
 
 
 def _one(result: CursorResult[Any]) -> Row | None:
@@ -348,7 +387,12 @@ class Tx:
         self.connection.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
 
     def tune(self, tenant: str, tune_id: int) -> Row | None:
-        return TUNE.one(self.connection, {"id": tune_id, "tenant": tenant, "now": self.now})
+        stored = self.stored_tune(tenant, tune_id)
+        return stored.row() if stored is not None else None
+
+    def stored_tune(self, tenant: str, tune_id: int) -> Stored | None:
+        """``tune()`` as the driver returned it (see ``prepared.Stored``)."""
+        return TUNE.stored(self.connection, {"id": tune_id, "tenant": tenant, "now": self.now})
 
     def tune_by_id(self, tune_id: int) -> Row | None:
         return TUNE_BY_ID.one(self.connection, {"id": tune_id})
@@ -406,10 +450,17 @@ class Tx:
         return self._insert_new(prompts, row)
 
     def prompt(self, tenant: str, prompt_id: int, tune_id: int | None = None) -> Row | None:
+        stored = self.stored_prompt(tenant, prompt_id, tune_id)
+        return stored.row() if stored is not None else None
+
+    def stored_prompt(
+        self, tenant: str, prompt_id: int, tune_id: int | None = None
+    ) -> Stored | None:
+        """``prompt()`` as the driver returned it (see ``prepared.Stored``)."""
         params = {"id": prompt_id, "tenant": tenant}
         if tune_id is None:
-            return PROMPT.one(self.connection, params)
-        return PROMPT_OF_TUNE.one(self.connection, {**params, "tune_id": tune_id})
+            return PROMPT.stored(self.connection, params)
+        return PROMPT_OF_TUNE.stored(self.connection, {**params, "tune_id": tune_id})
 
     def prompt_by_id(self, prompt_id: int) -> Row | None:
         return PROMPT_BY_ID.one(self.connection, {"id": prompt_id})
