@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -29,7 +29,7 @@ from .callbacks import Outbox
 from .clock import Clock, iso
 from .duework import POLL_SECONDS, keep_claim, run_when_due
 from .files import FileStore
-from .store import Row, Store, Tx
+from .store import Row, Store
 
 log = logging.getLogger("astria_mock.lifecycle")
 EXPIRY = timedelta(days=30)
@@ -46,13 +46,11 @@ class Lifecycle:
         clock: Clock,
         backend: Backend,
         outbox: Outbox,
-        callbacks_due: Callable[[], None],
         lease: float = 10.0,
     ) -> None:
         self.store = store
         self.lease = lease
         self.outbox = outbox
-        self.callbacks_due = callbacks_due
         self.files = files
         self.clock = clock
         self.backend = backend
@@ -94,6 +92,7 @@ class Lifecycle:
 
     def _finish_training(self, tune: Row) -> None:
         now = self.clock.now()
+        queued = None
         with self.store.begin() as tx:
             finished = tx.finish_tune(
                 tune["id"],
@@ -102,16 +101,10 @@ class Lifecycle:
                 expires_at=iso(now + EXPIRY),
                 ready_after=None,
             )
-            if finished:
-                self._notify(tx, tune=tx.tune_by_id(tune["id"]))
-
-    def _notify(self, tx: Tx, tune: Row | None = None, prompt: Row | None = None) -> None:
-        """Queue the callback of a tune or prompt that just changed, in the same transaction."""
-        queued = (tune is not None and self.outbox.tune_ready(tx, tune)) or (
-            prompt is not None and self.outbox.prompt_done(tx, prompt)
-        )
-        if queued:
-            self.callbacks_due()
+            trained = tx.tune_by_id(tune["id"]) if finished else None
+            if trained is not None:
+                queued = self.outbox.tune_ready(tx, trained)
+        self.outbox.committed(queued)
 
     async def complete(self, prompt_id: int) -> None:
         """Generate a prompt's images now (unless another replica holds it); concurrent
@@ -157,19 +150,24 @@ class Lifecycle:
             finally:
                 holding.cancel_scope.cancel()
         now = iso(self.clock.now())
+        self._finish(prompt_id, trained_at=now, updated_at=now, image_count=len(images))
+
+    def _finish(self, prompt_id: int, **outcome: Any) -> None:
+        """Record a prompt's outcome and queue its callback in one transaction; once that
+        has committed, the callback's delivery starts."""
+        queued = None
         with self.store.begin() as tx:
-            if tx.finish_prompt(prompt_id, trained_at=now, updated_at=now, image_count=len(images)):
-                self._notify(tx, prompt=tx.prompt_by_id(prompt_id))
+            done = tx.prompt_by_id(prompt_id) if tx.finish_prompt(prompt_id, **outcome) else None
+            if done is not None:
+                queued = self.outbox.prompt_done(tx, done)
+        self.outbox.committed(queued)
 
     def _renew(self, prompt_id: int, until: float) -> None:
         with self.store.begin() as tx:
             tx.extend_claim("prompts", prompt_id, until)
 
     def _fail(self, prompt_id: int, message: str) -> None:
-        now = iso(self.clock.now())
-        with self.store.begin() as tx:
-            if tx.finish_prompt(prompt_id, user_error=message, updated_at=now):
-                self._notify(tx, prompt=tx.prompt_by_id(prompt_id))
+        self._finish(prompt_id, user_error=message, updated_at=iso(self.clock.now()))
 
     def _job(self, prompt: Row) -> GenerationJob:
         attrs = prompt["attrs"]
