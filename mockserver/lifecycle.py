@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .backends import OPTION_FIELDS, Backend, FaceRef, GenerationJob
+from .backends import OPTION_FIELDS, Backend, FaceRef, Generated, GenerationJob
 from .callbacks import Outbox
 from .clock import Clock, iso
 from .duework import POLL_SECONDS, keep_claim, run_when_due
@@ -129,20 +130,19 @@ class Lifecycle:
         prompt_id = prompt["id"]
         with self.store.begin() as tx:
             tx.update_prompt(prompt_id, started_training_at=iso(self.clock.now()))
-        job = self._job(prompt)
+        job, face_keys = self._job(prompt)
         async with anyio.create_task_group() as holding:
             holding.start_soon(
                 keep_claim, partial(self._renew, prompt_id), self.lease
             )  # while queued for the backend too
             try:
                 async with self._limit:
-                    result = await anyio.to_thread.run_sync(self.backend.generate, job)
+                    result = await anyio.to_thread.run_sync(self._generate, job, face_keys)
                 for note in result.notes:
                     log.info("prompt %s: %s", prompt_id, note)
                 images = result.images
-                for index, image in enumerate(images):
-                    key = f"prompts/{prompt_id}/{index}.jpg"
-                    await anyio.to_thread.run_sync(self.files.put, key, image)
+                files = [(f"prompts/{prompt_id}/{i}.jpg", image) for i, image in enumerate(images)]
+                await anyio.to_thread.run_sync(self._put_all, files)
             except Exception as exc:
                 log.exception("generation failed for prompt %s", prompt_id)
                 self._fail(prompt_id, f"generation failed: {exc}")
@@ -151,6 +151,19 @@ class Lifecycle:
                 holding.cancel_scope.cancel()
         now = iso(self.clock.now())
         self._finish(prompt_id, trained_at=now, updated_at=now, image_count=len(images))
+
+    def _generate(self, job: GenerationJob, face_keys: tuple[str | None, ...]) -> Generated:
+        """In a worker thread: read the faces' files, then render."""
+        faces = tuple(
+            replace(ref, face=self.files.get(key) if key else None)
+            for ref, key in zip(job.faces, face_keys, strict=True)
+        )
+        return self.backend.generate(replace(job, faces=faces))
+
+    def _put_all(self, files: list[tuple[str, bytes]]) -> None:
+        """In a worker thread: a prompt's image files, one after the other."""
+        for key, data in files:
+            self.files.put(key, data)
 
     def _finish(self, prompt_id: int, **outcome: Any) -> None:
         """Record a prompt's outcome and queue its callback in one transaction; once that
@@ -169,17 +182,19 @@ class Lifecycle:
     def _fail(self, prompt_id: int, message: str) -> None:
         self._finish(prompt_id, user_error=message, updated_at=iso(self.clock.now()))
 
-    def _job(self, prompt: Row) -> GenerationJob:
+    def _job(self, prompt: Row) -> tuple[GenerationJob, tuple[str | None, ...]]:
+        """The backend's job, its faces still to be read (off the event loop), and the
+        keys of their files."""
         attrs = prompt["attrs"]
         faces = []
+        face_keys: list[str | None] = []
         for ref in attrs.get("adapters", []):
             if ref["kind"] != "faceid":
                 continue
             with self.store.begin() as tx:
                 tune = tx.tune_by_id(ref["tune_id"])
-            face_key = tune["face_key"] if tune is not None else None
-            face = self.files.get(face_key) if face_key else None
-            faces.append(FaceRef(ref["tune_id"], ref["strength"], face))
+            face_keys.append(tune["face_key"] if tune is not None else None)
+            faces.append(FaceRef(ref["tune_id"], ref["strength"], None))
         loras = [ref for ref in attrs.get("adapters", []) if ref["kind"] == "lora"]
         options: list[tuple[str, object]] = [
             (name, attrs[name])
@@ -190,7 +205,7 @@ class Lifecycle:
             tags = " ".join(f"<lora:{ref['tune_id']}:{ref['strength']:g}>" for ref in loras)
             options.append(("lora", tags))
         seed = int(attrs["seed"])
-        return GenerationJob(
+        job = GenerationJob(
             prompt_id=prompt["id"],
             tune_id=prompt["tune_id"],
             text=attrs["text"],
@@ -204,3 +219,4 @@ class Lifecycle:
             faces=tuple(faces),
             options=tuple(options),
         )
+        return job, tuple(face_keys)
