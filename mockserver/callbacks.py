@@ -2,7 +2,7 @@
 
 A callback row is inserted in the same transaction as the change that causes it
 (a tune ready, a prompt done or failed), with the body the entity's GET would
-answer at that moment. The dispatcher POSTs due rows with httpx, off the request
+answer at that moment. The dispatcher POSTs it (:mod:`sender`), off the request
 path, a bounded number at a time, in order within a chain (a tune before its
 prompts). A row stays pending until its delivery is recorded, so a crash or a
 restart delivers it afterwards: at least once, never lost.
@@ -13,6 +13,13 @@ is sent by one replica, once, unless that replica dies during the delivery:
 then another takes the row when the lease runs out and sends it again, and the
 log counts it as ``interrupted``. Receivers can tell such a repeat by the
 ``X-Astria-Mock-Callback`` header, the row's id.
+
+Most rows never wait for a pass of the dispatcher's loop: the transaction that
+writes a row also claims it for this process's dispatcher when a delivery slot is
+free and no earlier callback of its chain is pending, and once that transaction has
+committed, the writer hands the row over (:meth:`Outbox.committed`) and its POST
+starts. The loop claims what is left: rows over the bound, rows behind an earlier
+one of their chain, retries, rows of other processes whose lease ran out.
 """
 
 from __future__ import annotations
@@ -21,21 +28,21 @@ import asyncio
 import ipaddress
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable
-from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
-import httpx
 
 from . import __version__
 from .clock import Clock, iso
-from .duework import POLL_SECONDS, keep_claim, run_when_due
+from .duework import POLL_SECONDS, run_when_due
 from .errors import Unprocessable
 from .gallery import GALLERY_IDS
 from .jsontext import dumps
+from .sender import DeliveryError, Sender
 from .serialize import prompt_json, tune_json
 from .settings import Settings
 from .store import Row, Store, Tx
@@ -81,54 +88,77 @@ def _host_allowed(host: str, entries: list[str]) -> bool:
 
 
 class Outbox:
-    """Writes callback rows inside the caller's transaction."""
+    """Writes callback rows inside the caller's transaction.
 
-    def __init__(self, settings: Settings, clock: Clock) -> None:
+    ``tune_ready`` and ``prompt_done`` return the row queued (or None); once the
+    transaction has committed, the caller passes it to :meth:`committed`, which starts
+    its delivery at once when the row was claimed for this process's dispatcher."""
+
+    def __init__(
+        self, settings: Settings, clock: Clock, dispatcher: Dispatcher | None = None
+    ) -> None:
         self.base_url = settings.base_url
         self.wrapped = settings.callback_body == "wrapped"
         self.clock = clock
+        self.dispatcher = dispatcher
 
-    def tune_ready(self, tx: Tx, tune: Row) -> bool:
+    def tune_ready(self, tx: Tx, tune: Row) -> Row | None:
         url = tune["attrs"].get("callback")
         if not url:
-            return False
+            return None
         body = tune_json(tune, self.base_url)
-        self._insert(tx, tune["tenant"], "tune", tune["id"], f"tune:{tune['id']}", url, body)
-        return True
+        return self._insert(tx, tune["tenant"], "tune", tune["id"], f"tune:{tune['id']}", url, body)
 
-    def prompt_done(self, tx: Tx, prompt: Row) -> bool:
+    def prompt_done(self, tx: Tx, prompt: Row) -> Row | None:
         url = prompt["attrs"].get("callback")
         if not url:
-            return False
+            return None
         tune_id = prompt["tune_id"]
         chain = f"prompt:{prompt['id']}" if tune_id in GALLERY_IDS else f"tune:{tune_id}"
         body = prompt_json(prompt, self.base_url)
-        self._insert(tx, prompt["tenant"], "prompt", prompt["id"], chain, url, body)
-        return True
+        return self._insert(tx, prompt["tenant"], "prompt", prompt["id"], chain, url, body)
+
+    def committed(self, row: Row | None) -> None:
+        """The transaction that queued ``row`` has committed: deliver it now if this
+        process claimed it, or else tell the dispatcher there is work."""
+        if row is None or self.dispatcher is None:
+            return
+        if row["claimed_until"] is not None:
+            self.dispatcher.start(row)
+        else:
+            self.dispatcher.wake()
 
     def _insert(
         self, tx: Tx, tenant: str, entity: str, entity_id: int, chain: str, url: str, body: Any
-    ) -> None:
+    ) -> Row:
         payload = {entity: body} if self.wrapped else body
-        tx.insert_callback(
-            {
-                "id": tx.next_id("callbacks"),
-                "tenant": tenant,
-                "entity": entity,
-                "entity_id": entity_id,
-                "chain": chain,
-                "url": url,
-                "body": dumps(payload).decode(),
-                "created_at": iso(self.clock.now()),
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": time.time(),
-            }
-        )
+        now = time.time()
+        row: Row = {
+            "id": tx.next_id("callbacks"),
+            "tenant": tenant,
+            "entity": entity,
+            "entity_id": entity_id,
+            "chain": chain,
+            "url": url,
+            "body": dumps(payload).decode(),
+            "created_at": iso(self.clock.now()),
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "claimed_until": None,
+        }
+        if self.dispatcher is not None:
+            row["claimed_until"] = self.dispatcher.claim_new(tx, chain, now)
+        tx.insert_callback(row)
+        return row
 
 
 class Dispatcher:
-    """Delivers due callbacks; ``changed`` wakes those waiting on the delivery log."""
+    """Delivers due callbacks; ``changed`` wakes those waiting on the delivery log.
+
+    Every row this process holds (claimed, not yet recorded) is in ``_held``; at most
+    ``CONCURRENT_DELIVERIES`` are claimed at once, and at most that many POSTs run. One
+    task renews the leases of all of them together while they are held."""
 
     def __init__(self, store: Store, settings: Settings, clock: Clock) -> None:
         self.store = store
@@ -138,7 +168,13 @@ class Dispatcher:
         self.lease = settings.lease_seconds
         self._wakeup: asyncio.Event | None = None
         self._changed: asyncio.Condition | None = None
-        self._inflight: set[int] = set()
+        self._held: set[int] = set()
+        self._waiting: deque[Row] = deque()
+        self._sending = 0
+        self._deliveries: anyio.abc.TaskGroup | None = None
+        self._sender: Sender | None = None
+        self._backlog = False
+        """Due rows may be left that no pass has claimed (the bound was reached)."""
 
     def wake(self) -> None:
         if self._wakeup is not None:
@@ -152,59 +188,107 @@ class Dispatcher:
             with anyio.move_on_after(timeout):
                 await self._changed.wait()
 
+    def claim_new(self, tx: Tx, chain: str, now: float) -> float | None:
+        """For a row about to be inserted in ``tx``: the end of a lease for this process
+        when it will send the row right after the commit (it is running, a slot is free
+        and no earlier callback of the chain is pending), or None to leave it to a pass."""
+        if self._deliveries is None:
+            return None
+        if len(self._held) >= CONCURRENT_DELIVERIES:
+            self._backlog = True
+            return None
+        if tx.chain_pending(chain):
+            return None  # the earlier one's delivery wakes the loop (see _deliver)
+        return now + self.lease
+
+    def start(self, row: Row) -> None:
+        """Deliver a row this process claimed, as soon as a slot is free."""
+        if self._deliveries is None:
+            return  # stopping: the lease runs out and a pass (here or elsewhere) takes it
+        self._held.add(row["id"])
+        self._waiting.append(row)
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._waiting and self._sending < CONCURRENT_DELIVERIES:
+            assert self._deliveries is not None
+            self._sending += 1
+            self._deliveries.start_soon(self._deliver, self._waiting.popleft())
+
     async def run(self) -> None:
         self._wakeup = asyncio.Event()
         self._changed = asyncio.Condition()
         headers = {"User-Agent": f"astria-mock/{__version__}", "Content-Type": "application/json"}
-        client = httpx.AsyncClient(
-            timeout=self.timeout, headers=headers, follow_redirects=False, trust_env=False
-        )
-        async with client, anyio.create_task_group() as deliveries:
+        self._sender = Sender(self.timeout, headers, max_idle=CONCURRENT_DELIVERIES)
+        try:
+            async with anyio.create_task_group() as deliveries:
+                self._deliveries = deliveries
 
-            async def start_due() -> float | None:
-                now = time.time()
-                self._start_due(client, deliveries)
-                # Due rows not started wait for a delivery to finish, which wakes the loop.
-                with self.store.begin() as tx:
-                    return tx.next_callback_due(after=now)
+                async def start_due() -> float | None:
+                    now = time.time()
+                    self._start_due(now)
+                    # Due rows not started wait for a delivery to finish, which wakes the loop.
+                    with self.store.begin() as tx:
+                        return tx.next_callback_due(after=now)
 
-            poll = POLL_SECONDS if self.store.shared else None
-            await run_when_due(start_due, self._wakeup, log, poll)
+                deliveries.start_soon(self._renew_held)
+                poll = POLL_SECONDS if self.store.shared else None
+                await run_when_due(start_due, self._wakeup, log, poll)
+        finally:
+            self._deliveries = None
+            await self._sender.aclose()
 
-    def _start_due(self, client: httpx.AsyncClient, deliveries: anyio.abc.TaskGroup) -> None:
+    def _start_due(self, now: float) -> None:
         """Claim due rows, up to the concurrency bound, and start their deliveries. The
         claim leaves out rows behind an earlier pending one of their chain."""
-        free = CONCURRENT_DELIVERIES - len(self._inflight)
+        free = CONCURRENT_DELIVERIES - len(self._held)
         if free <= 0:
+            self._backlog = True
             return
+        self._backlog = False
         with self.store.begin() as tx:
-            claimed = tx.claim_due_callbacks(time.time(), self.lease, free)
+            claimed = tx.claim_due_callbacks(now, self.lease, free)
+        if len(claimed) == free:
+            self._backlog = True  # maybe more than the bound let us take
         for row in claimed:
-            self._inflight.add(row["id"])
-            deliveries.start_soon(self._deliver, client, row)
+            self.start(row)
 
-    async def _post(self, client: httpx.AsyncClient, row: Row) -> tuple[int | None, str | None]:
+    async def _renew_held(self) -> None:
+        """Every third of the lease, push the lease of every row held a lease ahead, so
+        a delivery that takes long is not taken over while it runs."""
+        while True:
+            await anyio.sleep(self.lease / 3)
+            if not self._held:
+                continue
+            try:
+                with self.store.begin() as tx:
+                    tx.extend_claims("callbacks", list(self._held), time.time() + self.lease)
+            except Exception:
+                log.exception("could not renew the leases of %d callbacks", len(self._held))
+
+    async def _post(self, row: Row) -> tuple[int | None, str | None]:
         """One attempt: the receiver's status code, and what went wrong if anything did."""
+        assert self._sender is not None
         headers = {CALLBACK_ID_HEADER: str(row["id"])}
         try:
-            response = await client.post(row["url"], content=row["body"].encode(), headers=headers)
-        except httpx.HTTPError as exc:
+            status = await self._sender.post(row["url"], row["body"].encode(), headers)
+        except DeliveryError as exc:
             return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if not 200 <= response.status_code < 300:
-            return response.status_code, f"receiver answered {response.status_code}"
-        return response.status_code, None
+        except Exception as exc:
+            log.exception("callback %s could not be sent", row["id"])
+            return None, f"{type(exc).__name__}: {exc}"
+        if not 200 <= status < 300:
+            return status, f"receiver answered {status}"
+        return status, None
 
-    def _renew(self, callback_id: int, until: float) -> None:
-        with self.store.begin() as tx:
-            tx.extend_claim("callbacks", callback_id, until)
-
-    async def _deliver(self, client: httpx.AsyncClient, row: Row) -> None:
+    async def _deliver(self, row: Row) -> None:
         attempts = row["attempts"] + 1
         started = time.perf_counter()
-        async with anyio.create_task_group() as holding:
-            holding.start_soon(keep_claim, partial(self._renew, row["id"]), self.lease)
-            status_code, error = await self._post(client, row)
-            holding.cancel_scope.cancel()
+        try:
+            status_code, error = await self._post(row)
+        finally:
+            self._sending -= 1
+            self._fill()
         latency = round((time.perf_counter() - started) * 1000, 3)
         values: dict[str, Any] = {
             "attempts": attempts,
@@ -213,21 +297,28 @@ class Dispatcher:
             "error": error,
             "claimed_until": None,
         }
+        again = False
         if error is None:
             values.update(status="delivered", finished_at=iso(self.clock.now()))
         elif attempts <= self.retries:
             backoff = min(MAX_BACKOFF, 0.5 * 2 ** (attempts - 1))
             values.update(next_attempt_at=time.time() + backoff)
+            again = True
         else:
             values.update(status="failed", finished_at=iso(self.clock.now()))
+        # The loop needs a pass when this row comes again, when a later callback of its
+        # chain waited for it, or when the bound left due rows unclaimed.
+        wake = True
         try:
             with self.store.begin() as tx:
                 tx.update_callback(row["id"], **values)
+                wake = again or self._backlog or tx.chain_pending(row["chain"])
         except Exception:
             log.exception("could not record the delivery of callback %s", row["id"])
         finally:
-            self._inflight.discard(row["id"])
-            self.wake()
+            self._held.discard(row["id"])
+            if wake:
+                self.wake()
         if self._changed is not None:
             async with self._changed:
                 self._changed.notify_all()

@@ -18,19 +18,20 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 import anyio
 import anyio.to_thread
 
-from .backends import OPTION_FIELDS, Backend, FaceRef, GenerationJob
+from .backends import OPTION_FIELDS, Backend, FaceRef, Generated, GenerationJob
 from .callbacks import Outbox
 from .clock import Clock, iso
 from .duework import POLL_SECONDS, keep_claim, run_when_due
 from .files import FileStore
-from .store import Row, Store, Tx
+from .store import Row, Store
 
 log = logging.getLogger("astria_mock.lifecycle")
 EXPIRY = timedelta(days=30)
@@ -47,13 +48,11 @@ class Lifecycle:
         clock: Clock,
         backend: Backend,
         outbox: Outbox,
-        callbacks_due: Callable[[], None],
         lease: float = 10.0,
     ) -> None:
         self.store = store
         self.lease = lease
         self.outbox = outbox
-        self.callbacks_due = callbacks_due
         self.files = files
         self.clock = clock
         self.backend = backend
@@ -105,6 +104,7 @@ class Lifecycle:
 
     def _finish_training(self, tune: Row) -> None:
         now = self.clock.now()
+        queued = None
         with self.store.begin() as tx:
             finished = tx.finish_tune(
                 tune["id"],
@@ -113,16 +113,10 @@ class Lifecycle:
                 expires_at=iso(now + EXPIRY),
                 ready_after=None,
             )
-            if finished:
-                self._notify(tx, tune=tx.tune_by_id(tune["id"]))
-
-    def _notify(self, tx: Tx, tune: Row | None = None, prompt: Row | None = None) -> None:
-        """Queue the callback of a tune or prompt that just changed, in the same transaction."""
-        queued = (tune is not None and self.outbox.tune_ready(tx, tune)) or (
-            prompt is not None and self.outbox.prompt_done(tx, prompt)
-        )
-        if queued:
-            self.callbacks_due()
+            trained = tx.tune_by_id(tune["id"]) if finished else None
+            if trained is not None:
+                queued = self.outbox.tune_ready(tx, trained)
+        self.outbox.committed(queued)
 
     async def complete(self, prompt_id: int) -> None:
         """Generate a prompt's images now (unless another replica holds it); concurrent
@@ -147,20 +141,19 @@ class Lifecycle:
         prompt_id = prompt["id"]
         with self.store.begin() as tx:
             tx.update_prompt(prompt_id, started_training_at=iso(self.clock.now()))
-        job = self._job(prompt)
+        job, face_keys = self._job(prompt)
         async with anyio.create_task_group() as holding:
             holding.start_soon(
                 keep_claim, partial(self._renew, prompt_id), self.lease
             )  # while queued for the backend too
             try:
                 async with self._limit:
-                    result = await anyio.to_thread.run_sync(self.backend.generate, job)
+                    result = await anyio.to_thread.run_sync(self._generate, job, face_keys)
                 for note in result.notes:
                     log.info("prompt %s: %s", prompt_id, note)
                 images = result.images
-                for index, image in enumerate(images):
-                    key = f"prompts/{prompt_id}/{index}.jpg"
-                    await anyio.to_thread.run_sync(self.files.put, key, image)
+                files = [(f"prompts/{prompt_id}/{i}.jpg", image) for i, image in enumerate(images)]
+                await anyio.to_thread.run_sync(self._put_all, files)
             except Exception as exc:
                 log.exception("generation failed for prompt %s", prompt_id)
                 self._fail(prompt_id, f"generation failed: {exc}")
@@ -168,31 +161,51 @@ class Lifecycle:
             finally:
                 holding.cancel_scope.cancel()
         now = iso(self.clock.now())
+        self._finish(prompt_id, trained_at=now, updated_at=now, image_count=len(images))
+
+    def _generate(self, job: GenerationJob, face_keys: tuple[str | None, ...]) -> Generated:
+        """In a worker thread: read the faces' files, then render."""
+        faces = tuple(
+            replace(ref, face=self.files.get(key) if key else None)
+            for ref, key in zip(job.faces, face_keys, strict=True)
+        )
+        return self.backend.generate(replace(job, faces=faces))
+
+    def _put_all(self, files: list[tuple[str, bytes]]) -> None:
+        """In a worker thread: a prompt's image files, one after the other."""
+        for key, data in files:
+            self.files.put(key, data)
+
+    def _finish(self, prompt_id: int, **outcome: Any) -> None:
+        """Record a prompt's outcome and queue its callback in one transaction; once that
+        has committed, the callback's delivery starts."""
+        queued = None
         with self.store.begin() as tx:
-            if tx.finish_prompt(prompt_id, trained_at=now, updated_at=now, image_count=len(images)):
-                self._notify(tx, prompt=tx.prompt_by_id(prompt_id))
+            done = tx.prompt_by_id(prompt_id) if tx.finish_prompt(prompt_id, **outcome) else None
+            if done is not None:
+                queued = self.outbox.prompt_done(tx, done)
+        self.outbox.committed(queued)
 
     def _renew(self, prompt_id: int, until: float) -> None:
         with self.store.begin() as tx:
             tx.extend_claim("prompts", prompt_id, until)
 
     def _fail(self, prompt_id: int, message: str) -> None:
-        now = iso(self.clock.now())
-        with self.store.begin() as tx:
-            if tx.finish_prompt(prompt_id, user_error=message, updated_at=now):
-                self._notify(tx, prompt=tx.prompt_by_id(prompt_id))
+        self._finish(prompt_id, user_error=message, updated_at=iso(self.clock.now()))
 
-    def _job(self, prompt: Row) -> GenerationJob:
+    def _job(self, prompt: Row) -> tuple[GenerationJob, tuple[str | None, ...]]:
+        """The backend's job, its faces still to be read (off the event loop), and the
+        keys of their files."""
         attrs = prompt["attrs"]
         faces = []
+        face_keys: list[str | None] = []
         for ref in attrs.get("adapters", []):
             if ref["kind"] != "faceid":
                 continue
             with self.store.begin() as tx:
                 tune = tx.tune_by_id(ref["tune_id"])
-            face_key = tune["face_key"] if tune is not None else None
-            face = self.files.get(face_key) if face_key else None
-            faces.append(FaceRef(ref["tune_id"], ref["strength"], face))
+            face_keys.append(tune["face_key"] if tune is not None else None)
+            faces.append(FaceRef(ref["tune_id"], ref["strength"], None))
         loras = [ref for ref in attrs.get("adapters", []) if ref["kind"] == "lora"]
         options: list[tuple[str, object]] = [
             (name, attrs[name])
@@ -203,7 +216,7 @@ class Lifecycle:
             tags = " ".join(f"<lora:{ref['tune_id']}:{ref['strength']:g}>" for ref in loras)
             options.append(("lora", tags))
         seed = int(attrs["seed"])
-        return GenerationJob(
+        job = GenerationJob(
             prompt_id=prompt["id"],
             tune_id=prompt["tune_id"],
             text=attrs["text"],
@@ -217,3 +230,4 @@ class Lifecycle:
             faces=tuple(faces),
             options=tuple(options),
         )
+        return job, tuple(face_keys)

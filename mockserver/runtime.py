@@ -58,11 +58,9 @@ def build_runtime(settings: Settings) -> Runtime:
     files: FileStore = (
         MemoryFileStore() if settings.ephemeral else DirectoryFileStore(settings.data_dir / "files")
     )
-    outbox = Outbox(settings, clock)
     dispatcher = Dispatcher(store, settings, clock)
+    outbox = Outbox(settings, clock, dispatcher)
     cache = None if settings.ephemeral else settings.data_dir / "faceid-embeddings"
     backend = load_backend(settings.backend, settings.weights, cache, eager=settings.generate)
-    lifecycle = Lifecycle(
-        store, files, clock, backend, outbox, dispatcher.wake, settings.lease_seconds
-    )
+    lifecycle = Lifecycle(store, files, clock, backend, outbox, settings.lease_seconds)
     return Runtime(settings, clock, store, files, outbox, dispatcher, lifecycle)

@@ -309,8 +309,16 @@ def _prompt_list(tune: bool, before: bool) -> Prepared:
 PROMPTS = {(t, b): _prompt_list(t, b) for t in (False, True) for b in (False, True)}
 _DEFAULTS: dict[str, dict[str, Any]] = {
     table.name: {c.name: c.default.arg if c.default is not None else None for c in table.c}  # type: ignore[attr-defined]
-    for table in (tunes, prompts)
+    for table in (tunes, prompts, callbacks)
 }
+INSERT_CALLBACK = Prepared(
+    insert(callbacks).values({c.name: bindparam(c.name) for c in callbacks.c})
+)
+CHAIN_PENDING = Prepared(
+    select(callbacks.c.id)
+    .where(callbacks.c.chain == bindparam("chain"), callbacks.c.status == "pending")
+    .limit(1)
+)
 
 
 def _unclaimed(table: Table, now: float) -> Any:
@@ -527,8 +535,12 @@ class Tx:
 
     def extend_claim(self, kind: str, row_id: int, until: float) -> None:
         """Renew a claim on a prompt or callback still held (a finished row holds none)."""
+        self.extend_claims(kind, [row_id], until)
+
+    def extend_claims(self, kind: str, row_ids: list[int], until: float) -> None:
+        """Renew the claims on prompts or callbacks still held, in one statement."""
         table = {"prompts": prompts, "callbacks": callbacks}[kind]
-        query = update(table).where(table.c.id == row_id, table.c.claimed_until.is_not(None))
+        query = update(table).where(table.c.id.in_(row_ids), table.c.claimed_until.is_not(None))
         self.connection.execute(query.values(claimed_until=until))
 
     def finish_prompt(self, prompt_id: int, **values: Any) -> bool:
@@ -577,7 +589,11 @@ class Tx:
 
     # callbacks -----------------------------------------------------------
     def insert_callback(self, row: dict[str, Any]) -> None:
-        self.connection.execute(insert(callbacks).values(**row))
+        INSERT_CALLBACK.count(self.connection, {**_DEFAULTS["callbacks"], **row})
+
+    def chain_pending(self, chain: str) -> bool:
+        """Whether a callback of ``chain`` is still pending (a later one waits for it)."""
+        return CHAIN_PENDING.one(self.connection, {"chain": chain}) is not None
 
     def claim_due_callbacks(self, now: float, lease: float, limit: int) -> list[Row]:
         """Due callbacks that no replica holds and that no earlier pending callback of

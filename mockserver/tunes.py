@@ -158,16 +158,17 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
             for prompt_id, draft in drafts:
                 tx.insert_prompt(prompt_row(services, tenant, tune, prompt_id, draft))
             row = tx.tune(tenant, tune_id)
-            queued = False
+            queued = None
             if row is not None and row["trained_at"] is not None:
                 queued = services.outbox.tune_ready(tx, row)
     if existing is not None:
         for prefix in [f"tunes/{tune_id}", *(f"prompts/{pid}" for pid, _ in drafts)]:
             await anyio.to_thread.run_sync(services.files.delete_prefix, prefix)
         return existing
-    if queued or drafts or not ready_now:
-        # Only then is there work for the lifecycle (training, prompts) or the dispatcher
-        # (a callback); each wake-up costs both a pass of queries on the event loop.
+    services.outbox.committed(queued)  # a callback: its delivery starts now
+    if drafts or not ready_now:
+        # Only then is there work for the lifecycle (training, prompts); each wake-up
+        # costs a pass of queries on the event loop.
         services.wake(None)
     assert row is not None
     return row

@@ -135,6 +135,13 @@ class Receiver:
         self.fail_next = 0
         self.delay = 0.0
         """Seconds to wait, after recording a request, before answering it."""
+        self.gate = threading.Event()
+        self.gate.set()
+        """Cleared: requests are held, after being recorded, until it is set again."""
+        self.events: list[tuple[str, str]] = []
+        """``("received", path)`` and ``("answered", path)``, in the order they happened."""
+        self.in_flight = 0
+        self.most_in_flight = 0
         self._lock = threading.Lock()
         app = Starlette(routes=[Route("/{path:path}", self._record, methods=["POST"])])
         self.server = LiveServer(DEFAULTS, app=app)
@@ -151,12 +158,23 @@ class Receiver:
                     "json": json.loads(body),
                 }
             )
+            self.events.append(("received", request.url.path))
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            status = 204
             if self.fail_next > 0:
                 self.fail_next -= 1
-                return Response(status_code=500)
-        if self.delay:
-            await anyio.sleep(self.delay)
-        return Response(status_code=204)
+                status = 500
+        try:
+            while not self.gate.is_set():
+                await anyio.sleep(0.01)
+            if self.delay and status == 204:
+                await anyio.sleep(self.delay)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+                self.events.append(("answered", request.url.path))
+        return Response(status_code=status)
 
     def wait_for(self, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout

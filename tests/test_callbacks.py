@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import jsonschema_rs
 import pytest
 from conftest import CONTRACT, Api, LiveServer, Receiver
 
+from mockserver.callbacks import CONCURRENT_DELIVERIES
 from mockserver.settings import Settings
 
 QUERY = "user_id=1&tune_id=1&webhook_secret=a%2Fb%3Dc"
@@ -206,3 +209,70 @@ def test_a_thousand_prompts_each_called_back_once(make_api, receiver: Receiver):
 def test_body_schema_check_catches_a_wrong_body():
     with pytest.raises(jsonschema_rs.ValidationError):
         ENVELOPES["prompt"].validate({"prompt": {"id": "x"}})
+
+
+def test_a_prompt_callback_waits_for_its_tune_callback_still_in_flight(
+    make_api, receiver: Receiver
+):
+    api = make_api(train_seconds=0.2, prompt_seconds=0.0)
+    receiver.delay = 1.0  # the tune's delivery is still running when its prompts are done
+    body = {
+        "tune": {
+            "title": "slow hook",
+            "name": "woman",
+            "model_type": "lora",
+            "callback": f"{receiver.url}/tune",
+            "image_urls": ["https://e.com/a.jpg"],
+            "prompts_attributes": [
+                {"text": f"p{i}", "callback": f"{receiver.url}/prompt"} for i in range(2)
+            ],
+        }
+    }
+    assert api.post("/tunes", json=body).status_code == 201
+    receiver.wait_for(3)
+    paths = [hit["path"] for hit in receiver.received]
+    assert paths == ["/tune", "/prompt", "/prompt"]
+    # Sent only once the tune's receiver had answered, not merely after it was sent.
+    events = receiver.events
+    assert events.index(("answered", "/tune")) < events.index(("received", "/prompt"))
+    log = callback_log(api, wait=15, count=3, status="delivered")["callbacks"]
+    assert [entry["interrupted"] for entry in log] == [0, 0, 0]
+
+
+def test_deliveries_in_flight_stay_within_the_bound_and_the_rest_follow(
+    make_api, receiver: Receiver
+):
+    api = make_api(prompt_seconds=0.0)
+    count = CONCURRENT_DELIVERIES + 8
+    receiver.gate.clear()  # the receiver holds every request until the gate opens
+    try:
+        for i in range(count):
+            body = {"prompt": {"text": f"p{i}", "w": 64, "h": 64, "callback": f"{receiver.url}/p"}}
+            assert api.post("/tunes/690204/prompts", json=body).status_code == 201
+        receiver.wait_for(CONCURRENT_DELIVERIES)
+        deadline = time.monotonic() + 30
+        while len(callback_log(api)["callbacks"]) < count:  # every prompt done
+            assert time.monotonic() < deadline, "prompts did not finish"
+            time.sleep(0.02)
+        pending = callback_log(api, status="pending")["callbacks"]
+        assert len(pending) == count  # none answered yet
+        assert len(receiver.received) == CONCURRENT_DELIVERIES  # the rest wait their turn
+    finally:
+        receiver.gate.set()
+    log = callback_log(api, wait=30, count=count, status="delivered")["callbacks"]
+    assert len(log) == count
+    assert receiver.most_in_flight == CONCURRENT_DELIVERIES
+    ids = sorted(int(hit["headers"]["x-astria-mock-callback"]) for hit in receiver.received)
+    assert ids == sorted(entry["id"] for entry in log)  # each once
+
+
+def test_a_delivery_longer_than_the_lease_is_not_taken_over(make_api, receiver: Receiver):
+    api = make_api(lease_seconds=0.6)
+    receiver.delay = 2.0  # more than three leases: held only because they are renewed
+    api.post("/tunes", json=faceid_json(f"{receiver.url}/t"))
+    receiver.wait_for(1)
+    time.sleep(1.0)  # past the first lease; then the dispatcher looks for due rows
+    assert api.client.post("/_mock/clock", json={"advance_seconds": 0}).status_code == 200
+    [entry] = callback_log(api, wait=15, status="delivered")["callbacks"]
+    assert (entry["attempts"], entry["interrupted"]) == (1, 0)
+    assert len(receiver.received) == 1
