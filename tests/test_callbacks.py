@@ -276,3 +276,20 @@ def test_a_delivery_longer_than_the_lease_is_not_taken_over(make_api, receiver: 
     [entry] = callback_log(api, wait=15, status="delivered")["callbacks"]
     assert (entry["attempts"], entry["interrupted"]) == (1, 0)
     assert len(receiver.received) == 1
+
+
+def test_credentials_in_the_callback_url_are_sent_as_basic_auth(api: Api, receiver: Receiver):
+    host = receiver.url.removeprefix("http://")
+    api.post("/tunes", json=faceid_json(f"http://hook:s%40cret@{host}/t?sig=a%2Fb"))
+    [hit] = receiver.wait_for(1)
+    assert hit["headers"]["authorization"] == "Basic aG9vazpzQGNyZXQ="  # hook:s@cret
+    assert hit["query"] == "sig=a%2Fb"
+
+
+def test_a_receiver_slower_than_the_timeout_is_logged_as_a_timeout(make_api, receiver: Receiver):
+    api = make_api(callback_timeout=0.3)
+    receiver.delay = 2.0
+    api.post("/tunes", json=faceid_json(f"{receiver.url}/t"))
+    [entry] = callback_log(api, wait=10)["callbacks"]
+    assert (entry["status"], entry["status_code"]) == ("failed", None)
+    assert entry["error"] == "Timeout: no answer within 0.3 s"
