@@ -42,12 +42,6 @@ STEPS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX prompts_tenant_tune_id_id ON prompts (tenant, tune_id, id)",
         "DROP INDEX IF EXISTS ix_tunes_tenant",
         "DROP INDEX IF EXISTS ix_prompts_tenant",
-        # Idempotency keys indexed only where there is one.
-        "DROP INDEX tunes_idem_key",
-        "DROP INDEX prompts_idem_key",
-        "CREATE UNIQUE INDEX tunes_idem_key ON tunes (tenant, idem_key) WHERE idem_key IS NOT NULL",
-        "CREATE UNIQUE INDEX prompts_idem_key ON prompts (tenant, idem_key) "
-        "WHERE idem_key IS NOT NULL",
     ),
 }
 SCHEMA_VERSION = max(STEPS)

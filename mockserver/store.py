@@ -368,9 +368,7 @@ class Tx:
         statement = (
             self._dialect_insert(table)
             .values(**row)
-            .on_conflict_do_nothing(
-                index_elements=["tenant", "idem_key"], index_where=table.c.idem_key.is_not(None)
-            )
+            .on_conflict_do_nothing(index_elements=["tenant", "idem_key"])
         )
         return bool(self.connection.execute(statement).rowcount == 1)
 

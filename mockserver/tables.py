@@ -6,8 +6,7 @@ replica that takes the work sets it a lease ahead, so no other replica takes the
 same row while the lease runs, and any replica takes it again once the lease has
 run out (the one holding it died). ``idem_key`` columns are set only with
 ``--idempotency``; a unique index on them, not a check-then-insert, keeps two
-replicas from creating the same object twice. The index is partial (rows with a
-key), so without ``--idempotency`` an insert writes no entry into it.
+replicas from creating the same object twice.
 
 Lists are pages of one tenant's rows, newest first: ``(tenant, id)`` indexes (and
 ``(tenant, tune_id, id)`` for a tune's prompts) serve a page as one index range
@@ -30,7 +29,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    text,
 )
 
 metadata = MetaData()
@@ -56,14 +54,7 @@ tunes = Table(
     Column("ready_after", Float),
     Column("claimed_until", Float),
     Column("idem_key", Text),
-    Index(
-        "tunes_idem_key",
-        "tenant",
-        "idem_key",
-        unique=True,
-        sqlite_where=text("idem_key IS NOT NULL"),
-        postgresql_where=text("idem_key IS NOT NULL"),
-    ),
+    Index("tunes_idem_key", "tenant", "idem_key", unique=True),
     Index("tunes_tenant_id", "tenant", "id"),
 )
 
@@ -85,14 +76,7 @@ prompts = Table(
     Column("user_error", Text),
     Column("polls", Integer, nullable=False, default=0),
     Column("liked", Boolean, nullable=False, default=False),
-    Index(
-        "prompts_idem_key",
-        "tenant",
-        "idem_key",
-        unique=True,
-        sqlite_where=text("idem_key IS NOT NULL"),
-        postgresql_where=text("idem_key IS NOT NULL"),
-    ),
+    Index("prompts_idem_key", "tenant", "idem_key", unique=True),
     Index("prompts_tenant_id", "tenant", "id"),
     Index("prompts_tenant_tune_id_id", "tenant", "tune_id", "id"),
 )
