@@ -25,15 +25,15 @@ one of their chain, retries, rows of other processes whose lease ran out.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import ipaddress
 import logging
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-import aiohttp
 import anyio
 import anyio.abc
 from yarl import URL
@@ -47,6 +47,9 @@ from .jsontext import dumps
 from .serialize import prompt_json, tune_json
 from .settings import Settings
 from .store import Row, Store, Tx
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("astria_mock.callbacks")
 CONCURRENT_DELIVERIES = 32
@@ -185,6 +188,8 @@ class Dispatcher:
         self._sending = 0
         self._deliveries: anyio.abc.TaskGroup | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._client_errors: tuple[type[Exception], ...] = ()
+        """What a failed POST raises (aiohttp's; imported when the dispatcher starts)."""
         self._backlog = False
         """Due rows may be left that no pass has claimed (the bound was reached)."""
 
@@ -231,6 +236,9 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._changed = asyncio.Condition()
         headers = {"User-Agent": f"astria-mock/{__version__}", "Content-Type": "application/json"}
+        # aiohttp takes a tenth of a second to import: in a thread, while the app starts.
+        aiohttp = await anyio.to_thread.run_sync(importlib.import_module, "aiohttp")
+        self._client_errors = (aiohttp.ClientError,)
         self._session = aiohttp.ClientSession(
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=self.timeout),
@@ -298,7 +306,7 @@ class Dispatcher:
                 status = response.status
         except TimeoutError:
             return None, f"Timeout: no answer within {self.timeout:g} s"
-        except aiohttp.ClientError as exc:
+        except self._client_errors as exc:
             return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if not 200 <= status < 300:
             return status, f"receiver answered {status}"

@@ -21,7 +21,6 @@ from starlette.types import ASGIApp
 from uvicorn.supervisors import Multiprocess
 
 import contracts.cli
-from contracts.proxy import create_proxy
 
 from . import __version__
 from .app import create_app
@@ -459,6 +458,8 @@ def proxy(args: argparse.Namespace) -> int:
     sock = _bind(args.host, args.port)
     if sock is None:
         return 2
+    from contracts.proxy import create_proxy  # httpx: imported by the command that uses it
+
     app = create_proxy(args.upstream, timeout=args.timeout)
     banner = f"astria-mock proxy listening on {_listening(args.host, sock)} → {args.upstream}"
     banner += "\nviolations: GET /_mock/violations"
