@@ -207,7 +207,7 @@ def completion(ctx: Context) -> list[Check]:
     p50s: list[float] = []
     lost = 0
     sent = 0
-    seen_lines = sum(1 for _ in arrivals.open())
+    seen_lines = _complete_lines(arrivals)
     for round_ in range(rounds):
         ids = asyncio.run(_post_prompts(mock, port, round_, count))
         sent += len(ids)
@@ -216,7 +216,7 @@ def completion(ctx: Context) -> list[Check]:
         while time.monotonic() < deadline and len(got) < len(ids):
             time.sleep(0.05)
             got = _arrivals(arrivals, seen_lines, set(ids))
-        seen_lines = sum(1 for _ in arrivals.open())
+        seen_lines = _complete_lines(arrivals)
         lost += len(ids) - len(got)
         round_latencies = sorted(got.values())
         latencies += round_latencies
@@ -266,11 +266,19 @@ async def _post_prompts(mock: Server, port: int, round_: int, count: int) -> lis
         return list(await asyncio.gather(*(one(i) for i in range(count))))
 
 
+def _complete_lines(path: Path) -> int:
+    """Lines the receiver has finished writing."""
+    with path.open(encoding="utf-8") as lines:
+        return sum(1 for line in lines if line.endswith("\n"))
+
+
 def _arrivals(path: Path, skip: int, wanted: set[int]) -> dict[int, float]:
     """Prompt id -> milliseconds from the prompt's ``trained_at`` to the callback's arrival."""
     got: dict[int, float] = {}
     with path.open(encoding="utf-8") as lines:
         for index, line in enumerate(lines):
+            if not line.endswith("\n"):
+                break  # the receiver is still writing it: the next look reads it whole
             if index < skip or not line.strip():
                 continue
             record = json.loads(line)
