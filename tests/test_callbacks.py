@@ -30,6 +30,21 @@ def faceid_json(callback: str, title: str = "t") -> dict:
     }
 
 
+def lora_with_prompts(title: str, tune_hook: str, prompt_hooks: list[str]) -> dict:
+    """A LoRA tune (it trains, then calls back) with one prompt per hook."""
+    prompts = [{"text": f"p{i}", "callback": hook} for i, hook in enumerate(prompt_hooks)]
+    return {
+        "tune": {
+            "title": title,
+            "name": "woman",
+            "model_type": "lora",
+            "callback": tune_hook,
+            "image_urls": ["https://e.com/a.jpg"],
+            "prompts_attributes": prompts,
+        }
+    }
+
+
 def callback_log(api: Api, **query) -> dict:
     response = api.client.get(
         "/_mock/callbacks", params=query, headers={"Authorization": f"Bearer {api.key}"}
@@ -168,18 +183,8 @@ def test_allow_list(make_api, receiver: Receiver):
 
 def test_tune_callback_before_its_prompts(make_api, receiver: Receiver):
     api = make_api(train_seconds=0.2, prompt_seconds=0.0)
-    body = {
-        "tune": {
-            "title": "lora",
-            "name": "woman",
-            "model_type": "lora",
-            "callback": f"{receiver.url}/tune",
-            "image_urls": ["https://e.com/a.jpg"],
-            "prompts_attributes": [
-                {"text": f"p{i}", "callback": f"{receiver.url}/prompt?i={i}"} for i in range(3)
-            ],
-        }
-    }
+    hooks = [f"{receiver.url}/prompt?i={i}" for i in range(3)]
+    body = lora_with_prompts("lora", f"{receiver.url}/tune", hooks)
     assert api.post("/tunes", json=body).status_code == 201
     hits = receiver.wait_for(4)
     assert hits[0]["path"] == "/tune"
@@ -216,18 +221,8 @@ def test_a_prompt_callback_waits_for_its_tune_callback_still_in_flight(
 ):
     api = make_api(train_seconds=0.2, prompt_seconds=0.0)
     receiver.delay = 1.0  # the tune's delivery is still running when its prompts are done
-    body = {
-        "tune": {
-            "title": "slow hook",
-            "name": "woman",
-            "model_type": "lora",
-            "callback": f"{receiver.url}/tune",
-            "image_urls": ["https://e.com/a.jpg"],
-            "prompts_attributes": [
-                {"text": f"p{i}", "callback": f"{receiver.url}/prompt"} for i in range(2)
-            ],
-        }
-    }
+    hooks = [f"{receiver.url}/prompt"] * 2
+    body = lora_with_prompts("slow hook", f"{receiver.url}/tune", hooks)
     assert api.post("/tunes", json=body).status_code == 201
     receiver.wait_for(3)
     paths = [hit["path"] for hit in receiver.received]
