@@ -166,7 +166,7 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--callback-timeout",
         type=float,
         default=float(_env("CALLBACK_TIMEOUT", 10.0)),
-        help="seconds to wait for a webhook receiver",
+        help="seconds a webhook delivery may take, connecting to the answer",
     )
     add(
         "--callback-allow",
