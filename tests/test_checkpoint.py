@@ -1,4 +1,4 @@
-"""The store's WAL is checkpointed by its own thread: it stops growing, and nothing is lost."""
+"""The store's WAL is checkpointed by its own thread while it runs, and nothing is lost."""
 
 from __future__ import annotations
 
@@ -29,19 +29,18 @@ def _write(store: Store, first: int, count: int) -> None:
             )
 
 
-def test_the_log_is_checkpointed_off_the_commits_and_stops_growing(tmp_path: Path):
+def test_the_log_is_checkpointed_into_the_database_while_the_store_runs(tmp_path: Path):
     path = tmp_path / "mock.sqlite3"
     store = Store(f"sqlite:///{path}", lambda: "2026-01-01T00:00:00.000Z")
-    wal = Path(f"{path}-wal")
     try:
-        _write(store, 0, 600)
-        time.sleep(1.5)  # a checkpoint round or more
-        after_first = wal.stat().st_size
-        _write(store, 600, 600)
-        time.sleep(1.5)
-        after_second = wal.stat().st_size
-        # Checkpointed, the log is written again from its start: the second batch reuses it.
-        assert after_second < after_first * 1.5, (after_first, after_second)
+        empty = path.stat().st_size
+        _write(store, 0, 1200)  # about 2.4 MB of rows, one transaction each
+        # Commits only append to the WAL (wal_autocheckpoint=0); the rows reach the
+        # database file when the store's own thread checkpoints, within a round or two.
+        deadline = time.monotonic() + 5
+        while path.stat().st_size < empty + 2_000_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert path.stat().st_size >= empty + 2_000_000
     finally:
         store.close()
     with sqlite3.connect(path) as db:
