@@ -33,16 +33,12 @@ class Clock:
     def stamp(self) -> str:
         """Now, as the API writes timestamps. Formatting cost more than the store read it
         serves (expiry), so the text of each millisecond is made once."""
-        millisecond = None if self._frozen_at is not None else time.time_ns() // 1_000_000
-        key = (millisecond, self._offset)
+        frozen, millisecond = self._frozen_at, time.time_ns() // 1_000_000
+        key = (None if frozen is not None else millisecond, self._offset)
         if self._stamped[0] != key:
-            self._stamped = (key, _format(self._at(millisecond) + self._offset))
+            base = frozen if frozen is not None else datetime.fromtimestamp(millisecond / 1000, UTC)
+            self._stamped = (key, _format(base + self._offset))
         return self._stamped[1]
-
-    def _at(self, millisecond: int | None) -> datetime:
-        if millisecond is None and self._frozen_at is not None:
-            return self._frozen_at
-        return datetime.fromtimestamp((millisecond or 0) / 1000, UTC)
 
     def advance(self, delta: timedelta) -> datetime:
         with self._lock:

@@ -91,9 +91,9 @@ class Lifecycle:
             await asyncio.gather(*(self._complete_claimed(row) for row in due))
         with self.store.read() as tx:
             next_due = tx.next_due()
+        # Sharing the database, the loop also looks every POLL_SECONDS; it still runs by
+        # next_due, so work due later than that needs no wake-up either.
         self._next_pass = math.inf if next_due is None else next_due
-        if self.store.shared:
-            self._next_pass = min(self._next_pass, time.time() + POLL_SECONDS)
         return next_due
 
     def finish_training(self, tune_id: int) -> None:
@@ -188,7 +188,7 @@ class Lifecycle:
 
     def _renew(self, prompt_id: int, until: float) -> None:
         with self.store.begin() as tx:
-            tx.extend_claim("prompts", prompt_id, until)
+            tx.extend_claims("prompts", [prompt_id], until)
 
     def _fail(self, prompt_id: int, message: str) -> None:
         self._finish(prompt_id, user_error=message, updated_at=iso(self.clock.now()))
@@ -202,7 +202,7 @@ class Lifecycle:
         for ref in attrs.get("adapters", []):
             if ref["kind"] != "faceid":
                 continue
-            with self.store.begin() as tx:
+            with self.store.read() as tx:
                 tune = tx.tune_by_id(ref["tune_id"])
             face_keys.append(tune["face_key"] if tune is not None else None)
             faces.append(FaceRef(ref["tune_id"], ref["strength"], None))

@@ -1,16 +1,18 @@
 """State in SQL through SQLAlchemy Core: SQLite (WAL) by default, PostgreSQL for replicas.
 
-One :class:`Store` owns the engine; ``store.begin()`` opens one transaction as a
-:class:`Tx` whose methods are every query the mock runs. Rows come back as plain
-mappings; shaping them into API JSON is ``serialize``'s job, not the store's.
+One :class:`Store` owns the engine; ``store.begin()`` opens one transaction, and
+``store.read()`` a read, as a :class:`Tx` whose methods are every query the mock
+runs. Rows come back as plain mappings; shaping them into API JSON is
+``serialize``'s job, not the store's.
 The schema is in :mod:`tables`, its versions in :mod:`migrations`.
 
 Several processes may share one database (``--workers``, or replicas on
 PostgreSQL). Ids come from counter rows updated in the creating transaction, so
 they stay unique; timed work is *claimed* (``claim_*``) before it is done, with
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so each piece is done by one replica.
-On SQLite every transaction starts with ``BEGIN IMMEDIATE``: transactions of
-several processes queue on the write lock instead of failing half-way.
+On SQLite every write transaction starts with ``BEGIN IMMEDIATE``: transactions of
+several processes queue on the write lock instead of failing half-way; reads take
+no lock.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def _sqlite_begin(connection: Connection) -> None:
     """A transaction SQLAlchemy begins takes the write lock at once (none inside a read),
     unless it runs inside one that ``Store`` began on the driver."""
     driver = connection.connection.driver_connection
-    if not getattr(driver, "in_transaction", False):
+    assert isinstance(driver, sqlite3.Connection)
+    if not driver.in_transaction:
         connection.exec_driver_sql("BEGIN" if connection.info.get(READING) else "BEGIN IMMEDIATE")
 
 
@@ -158,10 +161,12 @@ class Store:
         connection = self._connection()
         driver = connection.connection.driver_connection
         if connection.in_transaction() or getattr(driver, "in_transaction", False):
-            return _Nested(self.engine, self.now)  # inside another: its own connection
+            return _SqlAlchemyTransaction(
+                self.engine, self.now
+            )  # inside another: its own connection
         if isinstance(driver, sqlite3.Connection):
             return _SqliteTransaction(connection, driver, self.now, write, self._serial)
-        return _Nested(connection, self.now)
+        return _SqlAlchemyTransaction(connection, self.now)
 
     def close(self) -> None:
         if self._checkpointer is not None:
@@ -171,8 +176,9 @@ class Store:
         self.engine.dispose()
 
 
-class _Nested:
-    """A SQLAlchemy transaction: on PostgreSQL, and for one begun inside another."""
+class _SqlAlchemyTransaction:
+    """A transaction SQLAlchemy begins and ends: on PostgreSQL, and on SQLite for one
+    begun inside another (on a connection of its own, ``Engine.begin()``)."""
 
     def __init__(self, connectable: Engine | Connection, now: Callable[[], str]) -> None:
         self._begin = connectable.begin()
@@ -533,12 +539,9 @@ class Tx:
             return None
         return self.prompt_by_id(prompt_id)
 
-    def extend_claim(self, kind: str, row_id: int, until: float) -> None:
-        """Renew a claim on a prompt or callback still held (a finished row holds none)."""
-        self.extend_claims(kind, [row_id], until)
-
     def extend_claims(self, kind: str, row_ids: list[int], until: float) -> None:
-        """Renew the claims on prompts or callbacks still held, in one statement."""
+        """Renew the claims on prompts or callbacks still held (a finished row holds
+        none), in one statement."""
         table = {"prompts": prompts, "callbacks": callbacks}[kind]
         query = update(table).where(table.c.id.in_(row_ids), table.c.claimed_until.is_not(None))
         self.connection.execute(query.values(claimed_until=until))
