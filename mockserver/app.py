@@ -19,6 +19,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from . import admin, dashboard, sandbox
 from .api import HANDLERS, Api, Call
@@ -54,46 +55,68 @@ def _endpoint(api: Api, operation: Operation) -> Endpoint:
     allowed_keys = frozenset(settings.api_keys)
     limit, strict = settings.max_body_bytes, settings.strict
     faults, limiter = services.faults, services.limiter
+    # Without a body or a query string there is nothing to decode or check: the query
+    # is the contract's defaults.
+    default_query, _ = operation.parse_query({})
+    has_body = bool(operation.media_types)
 
-    async def endpoint(request: Request) -> Response:
-        try:
-            tenant = tenant_for(request.headers.get("authorization"), allowed_keys)
-            wait = limiter.take(tenant) if limiter is not None else None
-            if wait is not None:
-                raise TooManyRequests(f"rate limit of {settings.rate_limit} exceeded", wait)
+    async def answer(scope: Scope, receive: Receive) -> Response:
+        tenant = tenant_for(_header(scope, b"authorization"), allowed_keys)
+        wait = limiter.take(tenant) if limiter is not None else None
+        if wait is not None:
+            raise TooManyRequests(f"rate limit of {settings.rate_limit} exceeded", wait)
+        if has_body or scope["query_string"]:
+            request = Request(scope, receive)
             checked = await check_request(request, operation, limit, strict=strict)
             if checked.violations:
                 summary = checked.summary(request)
                 record(store, clock, tenant, operation.operation_id, checked.violations, summary)
             if checked.error is not None:
                 raise checked.error
-            fault = (
-                faults.pick(tenant, request.method, request.url.path, checked.body)
-                if faults.active
-                else None
-            )
-            if fault is not None:
-                await anyio.sleep(fault.delay)
-                if fault.status is not None and fault.status != 504:
-                    return fault_response(fault)
-            path = _path_ids(request.path_params)
-            call = Call(tenant, path, checked.query, checked.body)
-            status, result = await handler(api, call)
-            if fault is not None and (fault.status or fault.drop or fault.truncate):
-                # A 504 or a broken connection after the work was done, as in production.
-                return fault_response(fault, json_response(status, result))
-            return json_response(status, result)
+            query, body = checked.query, checked.body
+        else:
+            query, body = dict(default_query), {}
+        fault = faults.pick(tenant, scope["method"], _path(scope), body) if faults.active else None
+        if fault is not None:
+            await anyio.sleep(fault.delay)
+            if fault.status is not None and fault.status != 504:
+                return fault_response(fault)
+        status, result = await handler(api, Call(tenant, _path_ids(scope), query, body))
+        if fault is not None and (fault.status or fault.drop or fault.truncate):
+            # A 504 or a broken connection after the work was done, as in production.
+            return fault_response(fault, json_response(status, result))
+        return json_response(status, result)
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            response = await answer(scope, receive)
         except ApiError as error:
-            return error_response(error)
+            response = error_response(error)
         except Exception:
-            log.exception("%s %s failed", request.method, request.url.path)
-            return json_response(500, {"error": "Internal server error"})
+            log.exception("%s %s failed", scope["method"], _path(scope))
+            response = json_response(500, {"error": "Internal server error"})
+        await response(scope, receive, send)
 
     return endpoint
 
 
-def _path_ids(params: dict[str, int]) -> dict[str, int]:
+def _header(scope: Scope, name: bytes) -> str | None:
+    """A request header by its lower-case name (ASGI servers send them lower-cased)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            decoded: str = value.decode("latin-1")
+            return decoded
+    return None
+
+
+def _path(scope: Scope) -> str:
+    """The path as ``request.url.path`` gives it."""
+    return f"{scope.get('root_path', '')}{scope['path']}"
+
+
+def _path_ids(scope: Scope) -> dict[str, int]:
     """The path's ids; one outside the contract's 64-bit range names nothing (404)."""
+    params: dict[str, int] = scope["path_params"]
     for value in params.values():
         if not 0 < value <= MAX_ID:
             raise NotFound(f"No object has id {value}")
@@ -112,17 +135,20 @@ def api_operations(api: Api, contract: Contract) -> dict[str, dict[str, Endpoint
 def api_routes(operations: dict[str, dict[str, Endpoint]]) -> list[BaseRoute]:
     """One route per path of the contract, dispatching on the method (a 405 lists them all)."""
     return [
-        Route(_starlette_path(path), _by_method(endpoints), methods=list(endpoints))
+        Route(_starlette_path(path), _ByMethod(endpoints), methods=list(endpoints))
         for path, endpoints in operations.items()
     ]
 
 
-def _by_method(endpoints: dict[str, Endpoint]) -> Endpoint:
-    async def dispatch(request: Request) -> Response:
-        method = "GET" if request.method == "HEAD" else request.method
-        return await endpoints[method](request)
+class _ByMethod:
+    """The endpoints of one path, by method, as one ASGI app (a route's endpoint)."""
 
-    return dispatch
+    def __init__(self, endpoints: dict[str, Endpoint]) -> None:
+        self.endpoints = endpoints
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        await self.endpoints[method](scope, receive, send)
 
 
 async def _http_error(_request: Request, exc: Exception) -> Response:

@@ -21,11 +21,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
+"""An operation's whole request chain, as an ASGI app."""
 _PARAMETER = re.compile(r"\{(\w+)\}")
 
 
@@ -67,7 +66,6 @@ class MockApp(Starlette):
                 scope["app"] = self
                 params = match.groupdict()
                 scope["path_params"] = {name: int(value) for name, value in params.items()}
-                response = await endpoint(Request(scope, receive))
-                await response(scope, receive, send)
+                await endpoint(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)

@@ -4,21 +4,54 @@ An empty database gets the whole schema of :mod:`tables` at once. A database of 
 earlier version gets each later step in order. Every replica runs this at start,
 under a lock (PostgreSQL: an advisory lock; SQLite: the write lock), so replicas
 starting together apply each step once. Version 1 is the schema of the releases
-before versioning, recognised by its tables.
+before versioning, recognised by its tables. A step is SQL that both databases
+run, or a function for what differs between them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, func, insert, inspect, select
+from sqlalchemy.schema import CreateTable
 
-from .tables import COUNTERS, counters, metadata, schema_version
+from .tables import (
+    COUNTERS,
+    callbacks,
+    counters,
+    metadata,
+    prompts,
+    schema_version,
+    tunes,
+    violations,
+)
 
 log = logging.getLogger("astria_mock.store")
 ADVISORY_LOCK = 0x4153_5452_4941  # "ASTRIA": one lock id for every replica of the schema
 
-STEPS: dict[int, tuple[str, ...]] = {
+
+def _sqlite_rowid_tables(connection: Connection) -> None:
+    """SQLite: rebuild the tables with ids so that each id is the rowid, and the
+    ``idem_key`` indexes hold only keyed rows (tables.py explains both). SQLite cannot
+    change a column's type in place: each table is copied into one made anew."""
+    if connection.dialect.name != "sqlite":
+        return
+    for table in (tunes, prompts, callbacks, violations):
+        old = f"{table.name}_v3"
+        connection.exec_driver_sql(f"ALTER TABLE {table.name} RENAME TO {old}")
+        connection.execute(CreateTable(table))
+        columns = ", ".join(column.name for column in table.c)
+        connection.exec_driver_sql(
+            f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {old}"
+        )
+        connection.exec_driver_sql(f"DROP TABLE {old}")  # and its indexes
+        for index in table.indexes:
+            index.create(connection)
+
+
+Step = str | Callable[[Connection], None]
+STEPS: dict[int, tuple[Step, ...]] = {
     2: (
         # Work claimed by one replica at a time (tables.py explains the lease).
         "ALTER TABLE tunes ADD COLUMN claimed_until FLOAT",
@@ -43,6 +76,7 @@ STEPS: dict[int, tuple[str, ...]] = {
         "DROP INDEX IF EXISTS ix_tunes_tenant",
         "DROP INDEX IF EXISTS ix_prompts_tenant",
     ),
+    4: (_sqlite_rowid_tables,),
 }
 SCHEMA_VERSION = max(STEPS)
 
@@ -60,8 +94,11 @@ def migrate(engine: Engine) -> int:
                 schema_version.create(connection, checkfirst=True)
             for version in range(found + 1, SCHEMA_VERSION + 1):
                 log.info("migrating the store to version %d", version)
-                for statement in STEPS[version]:
-                    connection.exec_driver_sql(statement)
+                for step in STEPS[version]:
+                    if isinstance(step, str):
+                        connection.exec_driver_sql(step)
+                    else:
+                        step(connection)
         if found < SCHEMA_VERSION:
             connection.execute(schema_version.delete())
             connection.execute(insert(schema_version).values(version=SCHEMA_VERSION))

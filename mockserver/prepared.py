@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from operator import itemgetter
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Connection, Dialect
+from sqlalchemy import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
@@ -26,10 +27,32 @@ Row = dict[str, Any]
 Processor = Callable[[Any], Any]
 
 
+class Target(Protocol):
+    """Where a statement runs: a transaction's DB-API connection and its dialect."""
+
+    @property
+    def driver(self) -> Any: ...
+    @property
+    def dialect(self) -> Dialect: ...
+
+
+def _arguments(positions: Sequence[str] | None) -> Callable[[dict[str, Any]], Any]:
+    """The DB-API arguments from the parameters by name: a tuple in the SQL's order
+    (SQLite's ``?``), or the mapping itself (psycopg's ``%(name)s``)."""
+    if positions is None:
+        return lambda values: values
+    if not positions:
+        return lambda _values: ()
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda values: (values[only],)
+    return cast(Callable[[dict[str, Any]], Any], itemgetter(*positions))
+
+
 @dataclass(slots=True)
 class _Compiled:
     sql: str
-    positions: Sequence[str] | None
+    arguments: Callable[[dict[str, Any]], Any]
     binds: dict[str, Processor]
     defaults: dict[str, Any]
     names: list[str]
@@ -70,7 +93,7 @@ class Prepared:
         columns = compiled._result_columns
         found = _Compiled(
             sql=compiled.string,
-            positions=compiled.positiontup,
+            arguments=_arguments(compiled.positiontup),
             binds={k: p for k, p in compiled._bind_processors.items() if callable(p)},
             defaults=defaults,
             names=[column[0] for column in columns],
@@ -79,31 +102,26 @@ class Prepared:
         self._compiled[dialect.name] = found
         return found
 
-    def execute(self, connection: Connection, params: Mapping[str, Any] | None = None) -> Any:
+    def execute(self, target: Target, params: Mapping[str, Any] | None = None) -> Any:
         """Run with ``params``; returns the DB-API cursor."""
-        dialect = connection.dialect
+        dialect = target.dialect
         compiled = self._compiled.get(dialect.name) or self._compile(dialect)
-        values = {**compiled.defaults, **(params or {})}
+        values = {**compiled.defaults, **params} if params else dict(compiled.defaults)
         for name, process in compiled.binds.items():
             if name in values:
                 values[name] = process(values[name])
-        args: Any = values
-        if compiled.positions is not None:
-            args = tuple(values[name] for name in compiled.positions)
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(compiled.sql, args)
+        cursor = target.driver.cursor()
+        cursor.execute(compiled.sql, compiled.arguments(values))
         return cursor
 
-    def rows(self, connection: Connection, params: Mapping[str, Any] | None = None) -> list[Row]:
-        cursor = self.execute(connection, params)
-        compiled = self._with_results(connection.dialect, cursor)
+    def rows(self, target: Target, params: Mapping[str, Any] | None = None) -> list[Row]:
+        cursor = self.execute(target, params)
+        compiled = self._with_results(target.dialect, cursor)
         return [_convert(compiled, raw) for raw in cursor.fetchall()]
 
-    def stored(
-        self, connection: Connection, params: Mapping[str, Any] | None = None
-    ) -> Stored | None:
+    def stored(self, target: Target, params: Mapping[str, Any] | None = None) -> Stored | None:
         """The first row as the driver returned it, unconverted."""
-        cursor = self.execute(connection, params)
+        cursor = self.execute(target, params)
         raw = cursor.fetchone()
         if raw is None:
             return None
@@ -113,7 +131,7 @@ class Prepared:
             key = values
         except TypeError:  # psycopg decodes JSON columns itself: dicts and lists
             key = tuple(dumps(v) if isinstance(v, dict | list) else v for v in values)
-        return Stored(key, values, self._with_results(connection.dialect, cursor))
+        return Stored(key, values, self._with_results(target.dialect, cursor))
 
     def _with_results(self, dialect: Dialect, cursor: Any) -> _Compiled:
         compiled = self._compiled[dialect.name]
@@ -127,10 +145,10 @@ class Prepared:
             ]
         return compiled
 
-    def one(self, connection: Connection, params: Mapping[str, Any] | None = None) -> Row | None:
-        found = self.rows(connection, params)
+    def one(self, target: Target, params: Mapping[str, Any] | None = None) -> Row | None:
+        found = self.rows(target, params)
         return found[0] if found else None
 
-    def count(self, connection: Connection, params: Mapping[str, Any] | None = None) -> int:
+    def count(self, target: Target, params: Mapping[str, Any] | None = None) -> int:
         """Run a write; the number of rows it touched."""
-        return int(self.execute(connection, params).rowcount)
+        return int(self.execute(target, params).rowcount)

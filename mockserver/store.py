@@ -22,7 +22,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from functools import cached_property
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -120,7 +120,7 @@ class Store:
         self.engine = make_engine(url)
         self.now = now
         migrate(self.engine)
-        self._held = threading.local()
+        self._local = threading.local()
         self._all_held: list[Connection] = []
         # In memory there is one SQLite connection for every thread: one transaction at a time.
         in_memory = isinstance(self.engine.pool, StaticPool)
@@ -139,14 +139,14 @@ class Store:
             ":memory:",
         )
 
-    def _connection(self) -> Connection:
+    def _connection(self) -> _Held:
         """This thread's connection (a pool checkout and return cost more than a short
         transaction)."""
-        connection: Connection | None = getattr(self._held, "connection", None)
-        if connection is None or connection.closed or connection.invalidated:
-            connection = self._held.connection = self.engine.connect()
-            self._all_held.append(connection)
-        return connection
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is None or held.connection.closed or held.connection.invalidated:
+            held = self._local.held = _Held.of(self.engine.connect())
+            self._all_held.append(held.connection)
+        return held
 
     def begin(self) -> AbstractContextManager[Tx]:
         """One read-write transaction."""
@@ -158,15 +158,15 @@ class Store:
         return self._transaction(write=False)
 
     def _transaction(self, write: bool) -> AbstractContextManager[Tx]:
-        connection = self._connection()
-        driver = connection.connection.driver_connection
-        if connection.in_transaction() or getattr(driver, "in_transaction", False):
-            return _SqlAlchemyTransaction(
-                self.engine, self.now
-            )  # inside another: its own connection
-        if isinstance(driver, sqlite3.Connection):
-            return _SqliteTransaction(connection, driver, self.now, write, self._serial)
-        return _SqlAlchemyTransaction(connection, self.now)
+        held = self._connection()
+        if held.sqlite:
+            # A transaction SQLAlchemy began on SQLite is begun on the driver too.
+            if held.driver.in_transaction:
+                return _SqlAlchemyTransaction(self.engine, self.now)  # inside another
+            return _SqliteTransaction(held, self.now, write, self._serial)
+        if held.connection.in_transaction():
+            return _SqlAlchemyTransaction(self.engine, self.now)  # its own connection
+        return _SqlAlchemyTransaction(held.connection, self.now)
 
     def close(self) -> None:
         if self._checkpointer is not None:
@@ -192,44 +192,63 @@ class _SqlAlchemyTransaction:
         self._begin.__exit__(*exc)
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A thread's connection, with what each transaction needs of it looked up once."""
+
+    connection: Connection
+    driver: Any
+    """The DB-API connection."""
+    info: dict[Any, Any]
+    sqlite: bool
+
+    @classmethod
+    def of(cls, connection: Connection) -> _Held:
+        driver = connection.connection.driver_connection
+        return cls(connection, driver, connection.info, isinstance(driver, sqlite3.Connection))
+
+
 class _SqliteTransaction:
     """BEGIN and COMMIT straight on the driver: SQLAlchemy's transaction bookkeeping
     cost more than a one-row read. A write takes the lock at once (``BEGIN IMMEDIATE``);
     a read runs its statements each on its own, begun by SQLite. A statement run through
     SQLAlchemy inside makes SQLAlchemy begin too (``_sqlite_begin``): that one is ended."""
 
+    __slots__ = ("held", "now", "serial", "write")
+
     def __init__(
         self,
-        connection: Connection,
-        driver: sqlite3.Connection,
+        held: _Held,
         now: Callable[[], str],
         write: bool,
         serial: AbstractContextManager[Any],
     ) -> None:
-        self.connection, self.driver, self.now = connection, driver, now
-        self.write, self.serial = write, serial
+        self.held, self.now, self.write, self.serial = held, now, write, serial
 
     def __enter__(self) -> Tx:
         self.serial.__enter__()
+        held = self.held
         if self.write:
-            self.driver.execute("BEGIN IMMEDIATE")
+            held.driver.execute("BEGIN IMMEDIATE")
         else:
-            self.connection.info[READING] = True
-        return Tx(self.connection, self.now)
+            held.info[READING] = True
+        return Tx(held.connection, self.now, held.driver)
 
     def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        held = self.held
         try:
-            self.connection.info.pop(READING, None)
-            if self.connection.in_transaction():
+            if not self.write:
+                held.info.pop(READING, None)
+            if held.connection.in_transaction():
                 if kind is None:
-                    self.connection.commit()
+                    held.connection.commit()
                 else:
-                    self.connection.rollback()
-            elif self.driver.in_transaction:
+                    held.connection.rollback()
+            elif held.driver.in_transaction:
                 if kind is None:
-                    self.driver.commit()
+                    held.driver.commit()
                 else:
-                    self.driver.rollback()
+                    held.driver.rollback()
         finally:
             self.serial.__exit__(None, None, None)
 
@@ -341,21 +360,29 @@ def _due_at(table: Table, column: Any) -> Any:
 class Tx:
     """One transaction: every read and write of the mock's state."""
 
-    def __init__(self, connection: Connection, now: Callable[[], str]) -> None:
-        self.connection = connection
-        self._now = now
+    __slots__ = ("_now", "_stamp", "connection", "dialect", "driver")
 
-    @cached_property
+    def __init__(self, connection: Connection, now: Callable[[], str], driver: Any = None) -> None:
+        self.connection = connection
+        self.driver = driver if driver is not None else connection.connection.driver_connection
+        """The DB-API connection under ``connection``: where prepared statements run."""
+        self.dialect = connection.dialect
+        self._now = now
+        self._stamp: str | None = None
+
+    @property
     def now(self) -> str:
         """The API clock's time, read once per transaction, when first needed."""
-        return self._now()
+        if self._stamp is None:
+            self._stamp = self._now()
+        return self._stamp
 
     # ids -----------------------------------------------------------------
     def next_id(self, name: str, skip: frozenset[int] = frozenset()) -> int:
         """The next id of a sequence every replica shares; ids in ``skip`` are never handed
         out. The counter row stays locked until the transaction ends, so ids are unique."""
         while True:
-            found = NEXT_ID.one(self.connection, {"counter": name})
+            found = NEXT_ID.one(self, {"counter": name})
             assert found is not None, f"no counter {name}"
             if found["value"] not in skip:
                 return int(found["value"])
@@ -371,12 +398,14 @@ class Tx:
         request, on any replica, created the same object)."""
         if row.get("idem_key") is None:
             statement = INSERT_TUNE if table is tunes else INSERT_PROMPT
-            statement.count(self.connection, {**_DEFAULTS[table.name], **row})
+            statement.count(self, {**_DEFAULTS[table.name], **row})
             return True
         statement = (
             self._dialect_insert(table)
             .values(**row)
-            .on_conflict_do_nothing(index_elements=["tenant", "idem_key"])
+            .on_conflict_do_nothing(
+                index_elements=["tenant", "idem_key"], index_where=table.c.idem_key.is_not(None)
+            )
         )
         return bool(self.connection.execute(statement).rowcount == 1)
 
@@ -406,10 +435,10 @@ class Tx:
 
     def stored_tune(self, tenant: str, tune_id: int) -> Stored | None:
         """``tune()`` as the driver returned it (see ``prepared.Stored``)."""
-        return TUNE.stored(self.connection, {"id": tune_id, "tenant": tenant, "now": self.now})
+        return TUNE.stored(self, {"id": tune_id, "tenant": tenant, "now": self.now})
 
     def tune_by_id(self, tune_id: int) -> Row | None:
-        return TUNE_BY_ID.one(self.connection, {"id": tune_id})
+        return TUNE_BY_ID.one(self, {"id": tune_id})
 
     def has_own_tunes(self, tenant: str) -> bool:
         query = select(tunes.c.id).where(tunes.c.tenant == tenant).limit(1)
@@ -422,7 +451,7 @@ class Tx:
     def list_tunes(self, tenant: str, limit: int, before_id: int | None, offset: int) -> list[Row]:
         params = {"tenant": tenant, "now": self.now, "before_id": before_id}
         page = {"limit": limit, "offset": offset, "window": limit + offset}
-        return TUNES[before_id is not None].rows(self.connection, {**params, **page})
+        return TUNES[before_id is not None].rows(self, {**params, **page})
 
     def update_tune(self, tune_id: int, **values: Any) -> None:
         self.connection.execute(update(tunes).where(tunes.c.id == tune_id).values(**values))
@@ -473,11 +502,11 @@ class Tx:
         """``prompt()`` as the driver returned it (see ``prepared.Stored``)."""
         params = {"id": prompt_id, "tenant": tenant}
         if tune_id is None:
-            return PROMPT.stored(self.connection, params)
-        return PROMPT_OF_TUNE.stored(self.connection, {**params, "tune_id": tune_id})
+            return PROMPT.stored(self, params)
+        return PROMPT_OF_TUNE.stored(self, {**params, "tune_id": tune_id})
 
     def prompt_by_id(self, prompt_id: int) -> Row | None:
-        return PROMPT_BY_ID.one(self.connection, {"id": prompt_id})
+        return PROMPT_BY_ID.one(self, {"id": prompt_id})
 
     def prompt_by_key(self, tenant: str, key: str) -> Row | None:
         query = select(prompts).where(prompts.c.tenant == tenant, prompts.c.idem_key == key)
@@ -488,7 +517,7 @@ class Tx:
     ) -> list[Row]:
         statement = PROMPTS[(tune_id is not None, before_id is not None)]
         params = {"tenant": tenant, "tune_id": tune_id, "before_id": before_id}
-        return statement.rows(self.connection, {**params, "limit": limit, "offset": offset})
+        return statement.rows(self, {**params, "limit": limit, "offset": offset})
 
     def update_prompt(self, prompt_id: int, **values: Any) -> None:
         self.connection.execute(update(prompts).where(prompts.c.id == prompt_id).values(**values))
@@ -592,11 +621,11 @@ class Tx:
 
     # callbacks -----------------------------------------------------------
     def insert_callback(self, row: dict[str, Any]) -> None:
-        INSERT_CALLBACK.count(self.connection, {**_DEFAULTS["callbacks"], **row})
+        INSERT_CALLBACK.count(self, {**_DEFAULTS["callbacks"], **row})
 
     def chain_pending(self, chain: str) -> bool:
         """Whether a callback of ``chain`` is still pending (a later one waits for it)."""
-        return CHAIN_PENDING.one(self.connection, {"chain": chain}) is not None
+        return CHAIN_PENDING.one(self, {"chain": chain}) is not None
 
     def claim_due_callbacks(self, now: float, lease: float, limit: int) -> list[Row]:
         """Due callbacks that no replica holds and that no earlier pending callback of

@@ -7,7 +7,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 from starlette.testclient import TestClient
 
 from mockserver.dispatch import MockApp
@@ -22,18 +22,22 @@ def endpoint(name: str):
     return answer
 
 
-OPERATIONS = {
+HANDLERS = {
     "/tunes": {"GET": endpoint("list"), "POST": endpoint("create")},
     "/tunes/{id}": {"GET": endpoint("get"), "DELETE": endpoint("delete")},
     "/tunes/{id}.json": {"GET": endpoint("get.json")},
     "/tunes/{tune_id}/prompts/{id}": {"GET": endpoint("prompt")},
+}
+OPERATIONS = {  # the same handlers as ASGI apps, as MockApp takes them
+    path: {method: request_response(handler) for method, handler in handlers.items()}
+    for path, handlers in HANDLERS.items()
 }
 
 
 def routes() -> list[Route]:
     return [
         Route(path.replace("}", ":int}"), handlers[method], methods=[method])
-        for path, handlers in OPERATIONS.items()
+        for path, handlers in HANDLERS.items()
         for method in handlers
     ] + [Route("/_mock/health", endpoint("health"), methods=["GET"])]
 
@@ -79,7 +83,7 @@ def test_an_operation_gets_integer_path_params(clients):
 
 
 def test_operations_are_served_without_the_router():
-    app = MockApp({"/only/{id}": {"GET": endpoint("only")}}, routes=[])
+    app = MockApp({"/only/{id}": {"GET": request_response(endpoint("only"))}}, routes=[])
     client = TestClient(app)
     assert client.get("/only/5").json() == {
         "endpoint": "only",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import KEY
-from sqlalchemy import Engine, create_engine, inspect
+from sqlalchemy import Engine, create_engine, inspect, select
 from starlette.testclient import TestClient
 
 from mockserver.app import create_app
@@ -16,10 +16,11 @@ from mockserver.auth import tenant_for
 from mockserver.migrations import SCHEMA_VERSION, migrate
 from mockserver.settings import Settings
 from mockserver.store import database_url
-from mockserver.tables import metadata
+from mockserver.tables import metadata, prompts, tunes
 
 V1_SCHEMA = Path(__file__).parent / "data" / "schema_v1.sql"
 V2_SCHEMA = Path(__file__).parent / "data" / "schema_v2.sql"
+V3_SCHEMA = Path(__file__).parent / "data" / "schema_v3.sql"
 STAMP = "2026-11-01T10:00:00.000Z"
 TENANT = tenant_for(f"Bearer {KEY}", frozenset())
 
@@ -122,12 +123,16 @@ def empty_url(request, tmp_path) -> str:
     return database_url(request.getfixturevalue("postgres_url"))
 
 
-def test_a_version_2_store_comes_up_to_the_list_indexes(empty_url: str):
-    engine = create_engine(empty_url)
+def load_schema(engine: Engine, schema: Path) -> None:
     with engine.begin() as connection:
-        for statement in V2_SCHEMA.read_text().split(";\n"):
+        for statement in schema.read_text().split(";\n"):
             if statement.strip():
                 connection.exec_driver_sql(statement)
+
+
+def test_a_version_2_store_comes_up_to_the_list_indexes(empty_url: str):
+    engine = create_engine(empty_url)
+    load_schema(engine, V2_SCHEMA)
     before = found_indexes(engine)
     assert {name for name, _, _ in before["tunes"]} == {"tunes_idem_key", "ix_tunes_tenant"}
 
@@ -139,5 +144,62 @@ def test_a_version_2_store_comes_up_to_the_list_indexes(empty_url: str):
         "prompts_tenant_id",
         "prompts_tenant_tune_id_id",
     }
-    assert migrate(engine) == SCHEMA_VERSION == 3
+    assert migrate(engine) == SCHEMA_VERSION == 4
     engine.dispose()
+
+
+def test_a_version_3_store_keeps_its_rows_with_ids_as_rowids(empty_url: str):
+    engine = create_engine(empty_url)
+    load_schema(engine, V3_SCHEMA)
+    attrs = json.dumps({"name": "man", "token": "ohwx", "is_api": True})
+    prompt = json.dumps({"text": "old", "num_images": 1, "seed": 5, "width": 512, "height": 512})
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO tunes VALUES (7, %(t)s, 'Old tune', 'faceid', 'sd15', %(a)s, '[]', NULL,"
+            " %(s)s, %(s)s, %(s)s, %(s)s, %(s)s, NULL, false, NULL, NULL, 'tune-key')"
+            if engine.dialect.name == "postgresql"
+            else "INSERT INTO tunes VALUES (7, :t, 'Old tune', 'faceid', 'sd15', :a, '[]', NULL,"
+            " :s, :s, :s, :s, :s, NULL, 0, NULL, NULL, 'tune-key')",
+            {"t": TENANT, "a": attrs, "s": STAMP},
+        )
+        for prompt_id, key in ((8, "k"), (9, None), (2**62, None)):
+            connection.execute(
+                prompts.insert().values(
+                    id=prompt_id, tenant=TENANT, tune_id=7, attrs=json.loads(prompt),
+                    idem_key=key, created_at=STAMP, updated_at=STAMP, image_count=0,
+                    polls=0, liked=False,
+                )
+            )  # fmt: skip
+        connection.exec_driver_sql("INSERT INTO counters VALUES ('prompts', 9)")
+
+    assert migrate(engine) == 3
+    assert found_indexes(engine) == declared_indexes()
+    with engine.connect() as connection:
+        rows = connection.execute(select(prompts.c.id, prompts.c.idem_key).order_by(prompts.c.id))
+        assert rows.all() == [(8, "k"), (9, None), (2**62, None)]
+        assert connection.execute(select(tunes.c.title, tunes.c.idem_key)).all() == [
+            ("Old tune", "tune-key")
+        ]
+        if engine.dialect.name == "sqlite":
+            for table in ("tunes", "prompts", "callbacks", "violations"):
+                declared = {row[1]: row[2] for row in connection.exec_driver_sql(
+                    f"PRAGMA table_info({table})"
+                )}  # fmt: skip
+                assert declared["id"] == "INTEGER", table  # an alias of the rowid
+            # Only keyed rows are in the idempotency indexes.
+            sql = connection.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'prompts_idem_key'"
+            ).scalar()
+            assert sql.endswith("WHERE idem_key IS NOT NULL")
+    engine.dispose()
+
+    # The migrated store serves the old rows, and idempotency still finds keyed ones.
+    if engine.dialect.name == "sqlite":
+        data_dir = Path(engine.url.database).parent
+        app = create_app(Settings(data_dir=data_dir, prompt_seconds=60.0))
+        with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+            headers = {"Authorization": f"Bearer {KEY}"}
+            assert client.get("/tunes/7", headers=headers).json()["title"] == "Old tune"
+            body = {"prompt": {"text": "new"}}
+            created = client.post("/tunes/690204/prompts", json=body, headers=headers)
+            assert created.json()["id"] == 10  # the counter carried over
