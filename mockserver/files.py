@@ -6,22 +6,32 @@ purpose so that a shared volume or an S3-compatible store can stand behind it.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import threading
+import zlib
 from pathlib import Path
 from typing import Protocol
+
+BLOBS = ".blobs"
+"""The directory of uploads stored by content (``DirectoryFileStore.put_upload``)."""
 
 
 class FileStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
+    def put_upload(self, key: str, data: bytes) -> None:
+        """Store an uploaded file: ``put``, for content that is likely to come again."""
+
     def get(self, key: str) -> bytes | None: ...
     def delete_prefix(self, prefix: str) -> None: ...
 
 
 def _check_key(key: str) -> str:
+    """A key names a file under the root: no empty, relative or hidden part (the store's
+    own files, temporary files and blobs, start with a dot)."""
     parts = key.split("/")
-    if not key or any(part in ("", ".", "..") for part in parts):
+    if not key or any(not part or part.startswith(".") for part in parts):
         raise ValueError(f"bad file key {key!r}")
     return key
 
@@ -30,23 +40,58 @@ class DirectoryFileStore:
     """Files under one directory; each write lands atomically (temp file, rename).
 
     Not fsynced, as SQLite's commits are not (``synchronous=NORMAL``): a write survives
-    the process being killed; only a power cut can cost the last ones."""
+    the process being killed; only a power cut can cost the last ones.
+
+    Uploads are stored once per content. Test suites upload the same fixture photos
+    with every tune they create, and writing the bytes was most of the cost of a
+    create: each new page of the page cache costs kernel time (about 2.4 ms per four
+    200 KB photos under sustained load, against 0.2 ms to checksum and compare them).
+    An upload's key is a hard link to its blob in ``.blobs``; the blob goes when its
+    last key does.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._hard_links = True
+        """False once the file system has refused one: then each upload is a copy."""
 
     def put(self, key: str, data: bytes) -> None:
         target = self.root / _check_key(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        _write_atomically(target, data)
+
+    def put_upload(self, key: str, data: bytes) -> None:
+        target = self.root / _check_key(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        blob = self._blob(data)
+        while self._hard_links:
+            try:
+                stored = blob.read_bytes()
+            except FileNotFoundError:
+                blob.parent.mkdir(parents=True, exist_ok=True)
+                _write_atomically(blob, data)
+            else:
+                if stored != data:
+                    break  # another photo of the same size and checksum: a copy of its own
+            try:
+                _link_atomically(blob, target)
+                return
+            except FileNotFoundError:
+                continue  # the blob's last key was deleted meanwhile: write it again
+            except OSError as exc:
+                if exc.errno == errno.EMLINK:
+                    break  # as many keys as the file system allows: a copy of its own
+                self._hard_links = False
+                blob.unlink(missing_ok=True)
+        _write_atomically(target, data)
+
+    def _blob(self, data: bytes) -> Path:
+        """Where an upload's content is kept: named by its size and CRC-32, which is
+        three times faster than a SHA-256 and enough to find it (each reuse compares
+        the bytes)."""
+        checksum = zlib.crc32(data)
+        return self.root / BLOBS / f"{checksum & 0xFF:02x}" / f"{len(data):x}-{checksum:08x}"
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -58,8 +103,48 @@ class DirectoryFileStore:
         folder = self.root / _check_key(prefix.rstrip("/"))
         if folder.is_dir():
             for path in sorted(folder.rglob("*"), reverse=True):
-                path.rmdir() if path.is_dir() else path.unlink()
+                if path.is_dir():
+                    path.rmdir()
+                else:
+                    self._unlink(path)
             folder.rmdir()
+
+    def _unlink(self, path: Path) -> None:
+        """Delete a file; an upload's blob too, when this was its last key."""
+        found = path.stat()
+        if found.st_nlink == 1:
+            path.unlink()
+            return
+        blob = self._blob(path.read_bytes())
+        path.unlink()
+        try:
+            kept = blob.stat()
+            if kept.st_ino == found.st_ino and kept.st_nlink == 1:
+                blob.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _link_atomically(source: Path, target: Path) -> None:
+    """Make ``target`` a hard link to ``source``, replacing whatever was there."""
+    temp = target.parent / f".tmp-{os.getpid()}-{threading.get_ident()}-{target.name}"
+    os.link(source, temp)
+    try:
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 class MemoryFileStore:
@@ -70,6 +155,9 @@ class MemoryFileStore:
     def put(self, key: str, data: bytes) -> None:
         with self._lock:
             self._files[_check_key(key)] = data
+
+    def put_upload(self, key: str, data: bytes) -> None:
+        self.put(key, data)  # held as given: equal uploads cost no copy to begin with
 
     def get(self, key: str) -> bytes | None:
         with self._lock:

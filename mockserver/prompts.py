@@ -192,7 +192,7 @@ async def check_uploads(draft: PromptDraft) -> None:
 async def store_uploads(services: Services, prompt_id: int, draft: PromptDraft) -> None:
     for name, data in draft.uploads.items():
         key = f"prompts/{prompt_id}/{name}"
-        await anyio.to_thread.run_sync(services.files.put, key, data)
+        await anyio.to_thread.run_sync(services.files.put_upload, key, data)
         draft.attrs[name] = {"key": key}
 
 

@@ -53,7 +53,7 @@ def _inspect_all(uploads: list[bytes]) -> list[ImageInfo]:
 
 def _put_all(files: FileStore, items: list[tuple[str, bytes]]) -> None:
     for key, data in items:
-        files.put(key, data)
+        files.put_upload(key, data)
 
 
 def _branch_and_type(fields: dict[str, Any], base: Row | None) -> tuple[str, str | None]:
