@@ -23,7 +23,7 @@ from .store import Row
 from .tunes import create_tune, delete_tune
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
     """One validated request."""
 

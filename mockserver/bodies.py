@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
@@ -87,10 +88,14 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        # json.loads of bytes, less building a decoder: the same detection and errors.
-        value = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"malformed JSON body: {exc}") from None
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # What orjson refuses (other encodings than UTF-8, NaN, integers beyond 64 bits,
+        # lone surrogates) is decoded, or refused with its message, as json.loads does.
+        try:
+            value = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(f"malformed JSON body: {exc}") from None
     if not isinstance(value, dict):
         raise BadRequest('the JSON body must be an object, e.g. {"tune": {...}}')
     return value

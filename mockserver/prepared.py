@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any, Protocol, cast
 
@@ -25,6 +26,7 @@ from .jsontext import dumps
 
 Row = dict[str, Any]
 Processor = Callable[[Any], Any]
+CONVERTED_ROWS = 1024
 
 
 class Target(Protocol):
@@ -69,17 +71,31 @@ def _convert(compiled: _Compiled, raw: Sequence[Any]) -> Row:
     return row
 
 
-@dataclass(frozen=True, slots=True)
 class Stored:
     """A row as the driver returned it. Rows of equal values are equal, so a row can key
     a cache of what is made from it (its encoded JSON); ``row()`` converts it."""
 
-    key: tuple[Any, ...]
-    values: tuple[Any, ...] = field(compare=False, repr=False)
-    compiled: _Compiled = field(compare=False, repr=False)
+    __slots__ = ("compiled", "key", "values")
+
+    def __init__(self, key: tuple[Any, ...], values: tuple[Any, ...], compiled: _Compiled) -> None:
+        self.key, self.values, self.compiled = key, values, compiled
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Stored) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
 
     def row(self) -> Row:
-        return _convert(self.compiled, self.values)
+        """The row, converted (JSON decoded): a copy of the one converted last time from
+        an equal row. A tune is read, and was decoded, for every prompt made on it.
+        Callers may change the copy, not the values in it."""
+        return dict(_converted(self))
+
+
+@lru_cache(maxsize=CONVERTED_ROWS)
+def _converted(stored: Stored) -> Row:
+    return _convert(stored.compiled, stored.values)
 
 
 class Prepared:

@@ -152,6 +152,22 @@ def test_malformed_bodies_get_a_json_error(api: Api, content_type, payload, stat
     assert isinstance(response.json()["error"], str)
 
 
+@pytest.mark.parametrize(
+    ("payload", "text"),
+    [
+        (b'{"prompt": {"text": "caf\\u00e9 \\ud83d\\ude00"}}', "café 😀"),  # escapes
+        ('{"prompt": {"text": "in UTF-16"}}'.encode("utf-16"), "in UTF-16"),
+        ('\ufeff{"prompt": {"text": "after a BOM"}}'.encode(), "after a BOM"),
+    ],
+)
+def test_json_bodies_decode_as_the_standard_library_does(api: Api, payload, text):
+    response = api.post(
+        "/tunes/690204/prompts", content=payload, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["text"] == text
+
+
 def test_body_over_the_limit_is_413(make_api):
     api = make_api(max_body_bytes=10_000)
     files = [("tune[images][]", ("big.jpg", b"x" * 20_000, "image/jpeg"))]
