@@ -16,10 +16,11 @@ from .jsontext import dumps
 from .lookup import own_prompt, stored_prompt, stored_tune, visible_tune
 from .prepared import Stored
 from .prompts import create_prompt
+from .reads import RecentReads
 from .responses import NO_BODY
 from .serialize import prompt_json, tune_json
 from .services import Services
-from .store import Row
+from .store import Row, alive
 from .tunes import create_tune, delete_tune
 
 
@@ -47,6 +48,7 @@ class Api:
         # A read of an unchanged tune or prompt answers the bytes encoded the last time.
         self._tune_body = lru_cache(maxsize=ENCODED_BODIES)(self._encode_tune)
         self._prompt_body = lru_cache(maxsize=ENCODED_BODIES)(self._encode_prompt)
+        self._reads = RecentReads(services.store)
 
     def _encode_tune(self, stored: Stored) -> bytes:
         return dumps(self._tune(stored.row()))
@@ -72,8 +74,12 @@ class Api:
         return 200, [self._tune(row) for row in rows]
 
     async def get_tune(self, call: Call) -> Result:
-        with self.services.store.read() as tx:
-            stored = stored_tune(tx, call.tenant, call.path["id"])
+        tenant, tune_id = call.tenant, call.path["id"]
+        stored = self._reads.read(
+            ("tune", tenant, tune_id),
+            lambda tx: stored_tune(tx, tenant, tune_id),
+            lambda found: alive(found.row(), self.services.store.now()),
+        )
         return 200, self._tune_body(stored)
 
     async def delete_tune(self, call: Call) -> Result:
@@ -105,8 +111,11 @@ class Api:
 
     async def get_prompt(self, call: Call) -> Result:
         if self.services.settings.prompt_polls is None:
-            with self.services.store.read() as tx:
-                stored = stored_prompt(tx, call.tenant, call.path["id"], call.path.get("tune_id"))
+            tenant, prompt_id, tune_id = call.tenant, call.path["id"], call.path.get("tune_id")
+            stored = self._reads.read(
+                ("prompt", tenant, prompt_id, tune_id),
+                lambda tx: stored_prompt(tx, tenant, prompt_id, tune_id),
+            )
             return 200, self._prompt_body(stored)
         return 200, self._prompt(await self._poll_prompt(call, self.services.settings.prompt_polls))
 
