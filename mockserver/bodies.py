@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import json
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -45,25 +46,31 @@ class Body:
         return self.media_type in (MULTIPART, URLENCODED)
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The whole body, or a 413 as soon as it is known to pass ``limit`` bytes."""
+async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body as it arrives, or a 413 as soon as it is known to pass ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
-    chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The whole body, or a 413 as soon as it is known to pass ``limit`` bytes."""
+    return b"".join([chunk async for chunk in limited_stream(request, limit)])
 
 
 async def decode_body(request: Request, accepted: tuple[str, ...], limit: int) -> Body:
-    raw = await read_limited(request, limit)
     header = request.headers.get("content-type", "")
     media_type = header.split(";", 1)[0].strip().lower()
+    if media_type == MULTIPART and MULTIPART in accepted:
+        chunks = limited_stream(request, limit)
+        return Body(decode_pairs(await _multipart_pairs(chunks, header, limit)), MULTIPART)
+    raw = await read_limited(request, limit)
     if not raw and not media_type:
         return Body({}, None)
     if media_type not in accepted:
@@ -73,9 +80,7 @@ async def decode_body(request: Request, accepted: tuple[str, ...], limit: int) -
         )
     if media_type == JSON:
         return Body(_json_object(raw), JSON)
-    if media_type == URLENCODED:
-        return Body(decode_pairs(_urlencoded_pairs(raw)), URLENCODED)
-    return Body(decode_pairs(_multipart_pairs(request, raw, limit)), MULTIPART)
+    return Body(decode_pairs(_urlencoded_pairs(raw)), URLENCODED)
 
 
 def _reject_constant(name: str) -> Any:
@@ -211,11 +216,14 @@ class _Parts:
             self.upload = None
 
 
-def _multipart_pairs(request: Request, raw: bytes, limit: int) -> list[tuple[str, Any]]:
+async def _multipart_pairs(
+    chunks: AsyncIterable[bytes], content_type: str, max_part_size: int
+) -> list[tuple[str, Any]]:
     """The parts of a multipart body, in order: text fields as strings, files as
-    :class:`UploadedFile`; a malformed body is a 400."""
+    :class:`UploadedFile`; a malformed body is a 400. The body is parsed as it arrives,
+    never held whole beside its parts."""
     try:
-        _, params = parse_options_header(request.headers["content-type"])
+        _, params = parse_options_header(content_type)
         charset = params.get(b"charset", b"utf-8").decode("latin-1")
         try:
             charset = codecs.lookup(charset).name
@@ -223,10 +231,11 @@ def _multipart_pairs(request: Request, raw: bytes, limit: int) -> list[tuple[str
             charset = "latin-1"
         if b"boundary" not in params:
             raise MultiPartException("Missing boundary in multipart.")
-        parts = _Parts(charset, limit)
+        parts = _Parts(charset, max_part_size)
         parser = MultipartParser(params[b"boundary"], parts.callbacks())  # type: ignore[arg-type]
         try:
-            parser.write(raw)
+            async for chunk in chunks:
+                parser.write(chunk)
             parser.finalize()
         except FormParserError as exc:
             raise MultiPartException("Invalid multipart data.") from exc

@@ -28,6 +28,7 @@ from .store import Row
 
 EXPIRY = timedelta(days=30)
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+JPEG_START = b"\xff\xd8\xff"
 TUNE_FIELDS = (
     "name", "base_tune_id", "steps", "token", "face_crop", "training_face_correct",
     "callback", "auto_extend", "preset", "characteristics",
@@ -40,8 +41,26 @@ def _image_bytes(item: Any, index: int) -> bytes:
     return decode_data_url(str(item), f"images[{index}]")
 
 
+INLINE_CHECK_BYTES = 4 * 1024 * 1024
+"""Up to this much JPEG, uploads are checked on the event loop (see ``_inspected``)."""
+
+
+async def _inspected(uploads: list[bytes]) -> list[ImageInfo]:
+    """Check every upload; the first bad one is a 422.
+
+    JPEGs, what phones send, are checked where the request runs: their check reads the
+    header and walks the markers (about 25 µs for a 200 KB photo), less than a hop to a
+    worker thread costs. Anything else is decoded in full, in one hop for all."""
+    if not uploads:
+        return []
+    if sum(map(len, uploads)) <= INLINE_CHECK_BYTES and all(
+        data.startswith(JPEG_START) for data in uploads
+    ):
+        return _inspect_all(uploads)
+    return await anyio.to_thread.run_sync(_inspect_all, uploads)
+
+
 def _inspect_all(uploads: list[bytes]) -> list[ImageInfo]:
-    """Check every upload, in one worker-thread hop for all; the first bad one is a 422."""
     infos = []
     for index, data in enumerate(uploads):
         try:
@@ -77,7 +96,7 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
     if not uploads and not urls:
         raise Unprocessable.on("images", "can't be blank (send images or image_urls)")
     check_callback_url(fields.get("callback"), services.settings.callback_allow)
-    infos = await anyio.to_thread.run_sync(_inspect_all, uploads) if uploads else []
+    infos = await _inspected(uploads)
 
     with services.store.begin() as tx:
         if services.settings.idempotency:
