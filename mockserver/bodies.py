@@ -146,7 +146,7 @@ class _Parts:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     name: str = ""
     upload: UploadedFile | None = None
-    chunks: list[bytes] = field(default_factory=list)
+    chunks: list[memoryview] = field(default_factory=list)
     size: int = 0
 
     def callbacks(self) -> dict[str, Any]:
@@ -165,12 +165,11 @@ class _Parts:
         self.chunks, self.size = [], 0
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        chunk = data[start:end]
-        if self.upload is None and self.size + len(chunk) > self.max_part_size:
+        if self.upload is None and self.size + end - start > self.max_part_size:
             limit = int(self.max_part_size / 1024)
             raise MultiPartException(f"Part exceeded maximum size of {limit}KB.")
-        self.size += len(chunk)
-        self.chunks.append(chunk)
+        self.size += end - start
+        self.chunks.append(memoryview(data)[start:end])  # copied once, when the part ends
 
     def on_part_end(self) -> None:
         data = b"".join(self.chunks)
@@ -235,7 +234,7 @@ async def _multipart_pairs(
         parser = MultipartParser(params[b"boundary"], parts.callbacks())  # type: ignore[arg-type]
         try:
             async for chunk in chunks:
-                parser.write(chunk)
+                parser.write(bytes(chunk))  # immutable (no copy for bytes): parts view it
             parser.finalize()
         except FormParserError as exc:
             raise MultiPartException("Invalid multipart data.") from exc

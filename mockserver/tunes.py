@@ -28,7 +28,6 @@ from .store import Row
 
 EXPIRY = timedelta(days=30)
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
-JPEG_START = b"\xff\xd8\xff"
 TUNE_FIELDS = (
     "name", "base_tune_id", "steps", "token", "face_crop", "training_face_correct",
     "callback", "auto_extend", "preset", "characteristics",
@@ -41,25 +40,6 @@ def _image_bytes(item: Any, index: int) -> bytes:
     return decode_data_url(str(item), f"images[{index}]")
 
 
-INLINE_CHECK_BYTES = 4 * 1024 * 1024
-"""Up to this much JPEG, uploads are checked on the event loop (see ``_inspected``)."""
-
-
-async def _inspected(uploads: list[bytes]) -> list[ImageInfo]:
-    """Check every upload; the first bad one is a 422.
-
-    JPEGs, what phones send, are checked where the request runs: their check reads the
-    header and walks the markers (about 25 µs for a 200 KB photo), less than a hop to a
-    worker thread costs. Anything else is decoded in full, in one hop for all."""
-    if not uploads:
-        return []
-    if sum(map(len, uploads)) <= INLINE_CHECK_BYTES and all(
-        data.startswith(JPEG_START) for data in uploads
-    ):
-        return _inspect_all(uploads)
-    return await anyio.to_thread.run_sync(_inspect_all, uploads)
-
-
 def _inspect_all(uploads: list[bytes]) -> list[ImageInfo]:
     infos = []
     for index, data in enumerate(uploads):
@@ -70,9 +50,15 @@ def _inspect_all(uploads: list[bytes]) -> list[ImageInfo]:
     return infos
 
 
-def _put_all(files: FileStore, items: list[tuple[str, bytes]]) -> None:
-    for key, data in items:
+def _check_and_store(files: FileStore, tune_id: int, uploads: list[bytes]) -> list[str]:
+    """In a worker thread: check every upload (the first bad one is a 422), then store
+    them all; returns their keys. One hop for both: a hop costs more than the checks of
+    JPEGs, and the file names need the tune's id."""
+    infos = _inspect_all(uploads)
+    keys = [f"tunes/{tune_id}/{i}.{EXTENSIONS[info.format]}" for i, info in enumerate(infos)]
+    for key, data in zip(keys, uploads, strict=True):
         files.put_upload(key, data)
+    return keys
 
 
 def _branch_and_type(fields: dict[str, Any], base: Row | None) -> tuple[str, str | None]:
@@ -96,7 +82,6 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
     if not uploads and not urls:
         raise Unprocessable.on("images", "can't be blank (send images or image_urls)")
     check_callback_url(fields.get("callback"), services.settings.callback_allow)
-    infos = await _inspected(uploads)
 
     with services.store.begin() as tx:
         if services.settings.idempotency:
@@ -140,6 +125,7 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
             "expires_at": iso(now + EXPIRY) if ready_now else None,
             "auto_extend": bool(fields.get("auto_extend")),
             "ready_after": None if ready_now else time.time() + training.total_seconds(),
+            "claimed_until": None,
             "idem_key": fields["title"] if services.settings.idempotency else None,
         }
         drafts: list[tuple[int, PromptDraft]] = []
@@ -155,18 +141,14 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
 
     for _, draft in drafts:
         await check_uploads(draft)
-    writes = []
-    for index, (data, info) in enumerate(zip(uploads, infos, strict=True)):
-        key = f"tunes/{tune_id}/{index}.{EXTENSIONS[info.format]}"
-        writes.append((key, data))
-        tune["orig_images"].append({"key": key})
-    tune["orig_images"].extend({"url": url} for url in urls)
-    if model_type == "faceid" and writes:
+    keys: list[str] = []
+    if uploads:
+        keys = await anyio.to_thread.run_sync(_check_and_store, services.files, tune_id, uploads)
+    tune["orig_images"] = [{"key": key} for key in keys] + [{"url": url} for url in urls]
+    if model_type == "faceid" and keys:
         # The first upload is the face. The placeholder renderer fits it (decoded at a
         # reduced scale, once per tune and size), so creating a tune decodes no pixels.
-        tune["face_key"] = writes[0][0]
-    if writes:
-        await anyio.to_thread.run_sync(_put_all, services.files, writes)
+        tune["face_key"] = keys[0]
     for prompt_id, draft in drafts:
         await store_uploads(services, prompt_id, draft)
 
@@ -176,10 +158,8 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
         if existing is None:
             for prompt_id, draft in drafts:
                 tx.insert_prompt(prompt_row(services, tenant, tune, prompt_id, draft))
-            row = tx.tune(tenant, tune_id)
-            queued = None
-            if row is not None and row["trained_at"] is not None:
-                queued = services.outbox.tune_ready(tx, row)
+            row = tune  # as stored: every column is in it
+            queued = services.outbox.tune_ready(tx, row) if ready_now else None
     if existing is not None:
         for prefix in [f"tunes/{tune_id}", *(f"prompts/{pid}" for pid, _ in drafts)]:
             await anyio.to_thread.run_sync(services.files.delete_prefix, prefix)
@@ -189,7 +169,6 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
         # Only then is there work for the lifecycle (training, prompts); each wake-up
         # costs a pass of queries on the event loop.
         services.wake(None)
-    assert row is not None
     return row
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import BASE, OTHER_KEY, Api
+from conftest import BASE, OTHER_KEY, Api, jpeg
 
 
 def create_prompt(api: Api, text: str = "a cat", tune_id: int = 690204, **fields) -> dict:
@@ -300,3 +300,20 @@ def test_on_a_real_port(live_api: Api):
     prompt = create_prompt(live_api, f"<faceid:{tune['id']}:1> a man")
     done = live_api.complete(prompt["id"])
     assert live_api.client.get(done["images"][0]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "tune",
+    [
+        {"title": "face", "name": "man", "model_type": "faceid"},
+        {"title": "lora", "name": "woman", "model_type": "lora", "callback": "https://e.com/t"},
+        {"title": "fast", "name": "dog", "branch": "fast", "auto_extend": True},
+    ],
+)
+def test_a_created_tune_reads_back_as_it_was_answered(api: Api, tune):
+    files = [("tune[images][]", ("face.jpg", jpeg(), "image/jpeg"))]
+    data = {f"tune[{name}]": str(value).lower() if isinstance(value, bool) else value
+            for name, value in tune.items()}  # fmt: skip
+    created = api.post("/tunes", data=data, files=files)
+    assert created.status_code == 201, created.text
+    assert api.get(f"/tunes/{created.json()['id']}").json() == created.json()
