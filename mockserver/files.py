@@ -6,23 +6,39 @@ purpose so that a shared volume or an S3-compatible store can stand behind it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
 import threading
+import time
+import uuid
 import zlib
 from pathlib import Path
 from typing import Protocol
 
 BLOBS = ".blobs"
 """The directory of uploads stored by content (``DirectoryFileStore.put_upload``)."""
+STAGING = ".staging"
+"""The directory of uploads stored before their keys are known."""
+STALE_STAGING_SECONDS = 3600
 
 
 class FileStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
+
     def put_upload(self, key: str, data: bytes) -> None:
         """Store an uploaded file: ``put``, for content that is likely to come again."""
 
+    def stage_uploads(self, files: list[tuple[str, bytes]]) -> str:
+        """Store uploads by name, under no key yet; returns what ``adopt`` or ``discard``
+        takes. A tune's photos are stored before the transaction that numbers it."""
+
+    def adopt(self, staged: str, prefix: str) -> None:
+        """The staged files become ``prefix/<name>``, all at once; what was under
+        ``prefix`` (left by a transaction that never committed) goes."""
+
+    def discard(self, staged: str) -> None: ...
     def get(self, key: str) -> bytes | None: ...
     def delete_prefix(self, prefix: str) -> None: ...
 
@@ -55,6 +71,7 @@ class DirectoryFileStore:
         root.mkdir(parents=True, exist_ok=True)
         self._hard_links = True
         """False once the file system has refused one: then each upload is a copy."""
+        self._discard_stale()
 
     def put(self, key: str, data: bytes) -> None:
         target = self.root / _check_key(key)
@@ -64,6 +81,35 @@ class DirectoryFileStore:
     def put_upload(self, key: str, data: bytes) -> None:
         target = self.root / _check_key(key)
         target.parent.mkdir(parents=True, exist_ok=True)
+        self._put_upload_at(target, data)
+
+    def stage_uploads(self, files: list[tuple[str, bytes]]) -> str:
+        staged = uuid.uuid4().hex
+        folder = self.root / STAGING / staged
+        folder.mkdir(parents=True)
+        for name, data in files:
+            self._put_upload_at(folder / _check_key(name), data)
+        return staged
+
+    def adopt(self, staged: str, prefix: str) -> None:
+        target = self.root / _check_key(prefix.rstrip("/"))
+        if target.exists():
+            self.delete_prefix(prefix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.root / STAGING / _check_key(staged), target)
+
+    def discard(self, staged: str) -> None:
+        self._delete_folder(self.root / STAGING / _check_key(staged))
+
+    def _discard_stale(self) -> None:
+        """Staged uploads of a process that died before it adopted them."""
+        limit = time.time() - STALE_STAGING_SECONDS
+        for folder in (self.root / STAGING).glob("*"):
+            with contextlib.suppress(OSError):  # another process got there first
+                if folder.stat().st_mtime < limit:
+                    self._delete_folder(folder)
+
+    def _put_upload_at(self, target: Path, data: bytes) -> None:
         blob = self._blob(data)
         while self._hard_links:
             try:
@@ -100,7 +146,9 @@ class DirectoryFileStore:
             return None
 
     def delete_prefix(self, prefix: str) -> None:
-        folder = self.root / _check_key(prefix.rstrip("/"))
+        self._delete_folder(self.root / _check_key(prefix.rstrip("/")))
+
+    def _delete_folder(self, folder: Path) -> None:
         if folder.is_dir():
             for path in sorted(folder.rglob("*"), reverse=True):
                 if path.is_dir():
@@ -150,6 +198,7 @@ def _link_atomically(source: Path, target: Path) -> None:
 class MemoryFileStore:
     def __init__(self) -> None:
         self._files: dict[str, bytes] = {}
+        self._staged: dict[str, dict[str, bytes]] = {}
         self._lock = threading.Lock()
 
     def put(self, key: str, data: bytes) -> None:
@@ -158,6 +207,23 @@ class MemoryFileStore:
 
     def put_upload(self, key: str, data: bytes) -> None:
         self.put(key, data)  # held as given: equal uploads cost no copy to begin with
+
+    def stage_uploads(self, files: list[tuple[str, bytes]]) -> str:
+        staged = uuid.uuid4().hex
+        with self._lock:
+            self._staged[staged] = {_check_key(name): data for name, data in files}
+        return staged
+
+    def adopt(self, staged: str, prefix: str) -> None:
+        self.delete_prefix(prefix)
+        with self._lock:
+            files = self._staged.pop(staged)
+            for name, data in files.items():
+                self._files[f"{prefix.rstrip('/')}/{name}"] = data
+
+    def discard(self, staged: str) -> None:
+        with self._lock:
+            self._staged.pop(staged, None)
 
     def get(self, key: str) -> bytes | None:
         with self._lock:

@@ -24,7 +24,7 @@ from .prompts import (
     store_uploads,
 )
 from .services import Services
-from .store import Row
+from .store import Row, Tx
 
 EXPIRY = timedelta(days=30)
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -50,15 +50,12 @@ def _inspect_all(uploads: list[bytes]) -> list[ImageInfo]:
     return infos
 
 
-def _check_and_store(files: FileStore, tune_id: int, uploads: list[bytes]) -> list[str]:
-    """In a worker thread: check every upload (the first bad one is a 422), then store
-    them all; returns their keys. One hop for both: a hop costs more than the checks of
-    JPEGs, and the file names need the tune's id."""
+def _check_and_stage(files: FileStore, uploads: list[bytes]) -> tuple[str, list[str]]:
+    """In a worker thread: check every upload (the first bad one is a 422), then stage
+    them all (``FileStore.stage_uploads``); returns the staging and the files' names."""
     infos = _inspect_all(uploads)
-    keys = [f"tunes/{tune_id}/{i}.{EXTENSIONS[info.format]}" for i, info in enumerate(infos)]
-    for key, data in zip(keys, uploads, strict=True):
-        files.put_upload(key, data)
-    return keys
+    names = [f"{index}.{EXTENSIONS[info.format]}" for index, info in enumerate(infos)]
+    return files.stage_uploads(list(zip(names, uploads, strict=True))), names
 
 
 def _branch_and_type(fields: dict[str, Any], base: Row | None) -> tuple[str, str | None]:
@@ -76,58 +73,51 @@ def _default_token(branch: str, model_type: str | None) -> str:
 
 
 async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -> Row:
-    """The whole create call; the tune and its ``prompts_attributes`` land in one transaction."""
+    """The whole create call; the tune and its ``prompts_attributes`` land in one
+    transaction. The photos are checked and staged first, in one hop to a worker thread,
+    and take their keys (``tunes/<id>/``) in the transaction that numbers the tune."""
     uploads = [_image_bytes(item, i) for i, item in enumerate(fields.get("images") or [])]
-    urls = list(fields.get("image_urls") or [])
-    if not uploads and not urls:
+    if not uploads and not fields.get("image_urls"):
         raise Unprocessable.on("images", "can't be blank (send images or image_urls)")
     check_callback_url(fields.get("callback"), services.settings.callback_allow)
+    staged: str | None = None
+    names: list[str] = []
+    if uploads:
+        staged, names = await anyio.to_thread.run_sync(_check_and_stage, services.files, uploads)
+    taken = False
+    try:
+        row, taken = await _create(services, tenant, fields, staged, names)
+    finally:
+        if staged is not None and not taken:  # no tune took the photos
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(services.files.discard, staged)
+    return row
 
+
+async def _create(
+    services: Services, tenant: str, fields: dict[str, Any], staged: str | None, names: list[str]
+) -> tuple[Row, bool]:
+    """The tune as answered, and whether the staged photos were taken (adopted, or
+    deleted with the files of a tune that lost to another of the same title)."""
     with services.store.begin() as tx:
         if services.settings.idempotency:
             existing = tx.tune_by_key(tenant, fields["title"])
             if existing is not None:
-                return existing
+                return existing, False
         base = None
-        model_type = fields.get("model_type")
-        if fields.get("base_tune_id") is not None and model_type != "faceid":
+        if fields.get("base_tune_id") is not None and fields.get("model_type") != "faceid":
             base = tx.tune(tenant, fields["base_tune_id"])
             if base is None:
                 message = f"refers to tune {fields['base_tune_id']}, which does not exist"
                 raise Unprocessable.on("base_tune_id", message)
-        branch, model_type = _branch_and_type(fields, base)
-        tune_id = tx.next_id("tunes", skip=GALLERY_IDS)
-        now = services.clock.now()
-        training = timedelta(seconds=services.settings.train_seconds)
-        ready_now = model_type == "faceid" or branch == "fast"
-        attrs = {name: fields[name] for name in TUNE_FIELDS if name in fields}
-        attrs["token"] = fields.get("token") or _default_token(branch, model_type)
-        attrs["is_api"] = True
-        if model_type == "faceid":
-            attrs["steps"] = None
-            attrs["training_face_correct"] = False
-        tune: dict[str, Any] = {
-            "id": tune_id,
-            "tenant": tenant,
-            "title": fields["title"],
-            "model_type": model_type,
-            "branch": branch,
-            "attrs": attrs,
-            "orig_images": [],
-            "face_key": None,
-            "created_at": iso(now),
-            "updated_at": iso(now),
-            "started_training_at": iso(now),
-            "trained_at": iso(now) if ready_now else None,
-            "eta": iso(
-                now if ready_now else now + timedelta(seconds=services.settings.train_seconds)
-            ),
-            "expires_at": iso(now + EXPIRY) if ready_now else None,
-            "auto_extend": bool(fields.get("auto_extend")),
-            "ready_after": None if ready_now else time.time() + training.total_seconds(),
-            "claimed_until": None,
-            "idem_key": fields["title"] if services.settings.idempotency else None,
-        }
+        tune = _tune_row(services, tenant, fields, base, tx.next_id("tunes", skip=GALLERY_IDS))
+        keys = [f"tunes/{tune['id']}/{name}" for name in names]
+        tune["orig_images"] = [{"key": key} for key in keys]
+        tune["orig_images"] += [{"url": url} for url in fields.get("image_urls") or []]
+        if tune["model_type"] == "faceid" and keys:
+            # The first upload is the face. The placeholder renderer fits it (decoded at a
+            # reduced scale, once per tune and size), so creating a tune decodes no pixels.
+            tune["face_key"] = keys[0]
         drafts: list[tuple[int, PromptDraft]] = []
         for index, prompt_fields in enumerate(fields.get("prompts_attributes") or []):
             prompt_id = tx.next_id("prompts")
@@ -138,38 +128,93 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
             except Unprocessable as exc:
                 prefixed = {f"prompts_attributes[{index}].{k}": v for k, v in exc.fields.items()}
                 raise Unprocessable(prefixed) from None
-
-    for _, draft in drafts:
-        await check_uploads(draft)
-    keys: list[str] = []
-    if uploads:
-        keys = await anyio.to_thread.run_sync(_check_and_store, services.files, tune_id, uploads)
-    tune["orig_images"] = [{"key": key} for key in keys] + [{"url": url} for url in urls]
-    if model_type == "faceid" and keys:
-        # The first upload is the face. The placeholder renderer fits it (decoded at a
-        # reduced scale, once per tune and size), so creating a tune decodes no pixels.
-        tune["face_key"] = keys[0]
-    for prompt_id, draft in drafts:
-        await store_uploads(services, prompt_id, draft)
-
-    with services.store.begin() as tx:
-        # Not inserted: the same title was created meanwhile (on this or another replica).
-        existing = None if tx.insert_tune(tune) else tx.tune_by_key(tenant, fields["title"])
-        if existing is None:
-            for prompt_id, draft in drafts:
-                tx.insert_prompt(prompt_row(services, tenant, tune, prompt_id, draft))
-            row = tune  # as stored: every column is in it
-            queued = services.outbox.tune_ready(tx, row) if ready_now else None
-    if existing is not None:
-        for prefix in [f"tunes/{tune_id}", *(f"prompts/{pid}" for pid, _ in drafts)]:
+        with_files = any(draft.uploads for _, draft in drafts)
+        if not with_files:
+            stored = _store(services, tx, tenant, tune, drafts, staged)
+    if with_files:
+        # A prompt's input image is checked and stored under the prompt's id: in
+        # between two transactions, the first of which took the ids.
+        for _, draft in drafts:
+            await check_uploads(draft)
+        if staged is not None:
+            await anyio.to_thread.run_sync(services.files.adopt, staged, f"tunes/{tune['id']}")
+        for prompt_id, draft in drafts:
+            await store_uploads(services, prompt_id, draft)
+        with services.store.begin() as tx:
+            stored = _store(services, tx, tenant, tune, drafts, None)
+    row, queued = stored
+    if row is not tune:  # the same title was created meanwhile
+        prefixes = [f"prompts/{pid}" for pid, _ in drafts]
+        if with_files:
+            prefixes.append(f"tunes/{tune['id']}")
+        for prefix in prefixes:
             await anyio.to_thread.run_sync(services.files.delete_prefix, prefix)
-        return existing
+        return row, with_files
     services.outbox.committed(queued)  # a callback: its delivery starts now
-    if drafts or not ready_now:
+    if drafts or row["trained_at"] is None:
         # Only then is there work for the lifecycle (training, prompts); each wake-up
         # costs a pass of queries on the event loop.
         services.wake(None)
-    return row
+    return row, True
+
+
+def _store(
+    services: Services,
+    tx: Tx,
+    tenant: str,
+    tune: dict[str, Any],
+    drafts: list[tuple[int, PromptDraft]],
+    staged: str | None,
+) -> tuple[Row, Row | None]:
+    """Insert the tune and its prompts; the staged photos take their keys (a rename)
+    before the commit. Returns the tune and its callback, queued; or, when the same
+    title was created meanwhile (on this or another replica), that tune and None."""
+    if not tx.insert_tune(tune):
+        existing = tx.tune_by_key(tenant, tune["title"])
+        assert existing is not None
+        return existing, None
+    for prompt_id, draft in drafts:
+        tx.insert_prompt(prompt_row(services, tenant, tune, prompt_id, draft))
+    if staged is not None:
+        services.files.adopt(staged, f"tunes/{tune['id']}")
+    queued = services.outbox.tune_ready(tx, tune) if tune["trained_at"] is not None else None
+    return tune, queued
+
+
+def _tune_row(
+    services: Services, tenant: str, fields: dict[str, Any], base: Row | None, tune_id: int
+) -> dict[str, Any]:
+    """The new tune, as stored (every column), but for its images."""
+    branch, model_type = _branch_and_type(fields, base)
+    now = services.clock.now()
+    training = timedelta(seconds=services.settings.train_seconds)
+    ready_now = model_type == "faceid" or branch == "fast"
+    attrs = {name: fields[name] for name in TUNE_FIELDS if name in fields}
+    attrs["token"] = fields.get("token") or _default_token(branch, model_type)
+    attrs["is_api"] = True
+    if model_type == "faceid":
+        attrs["steps"] = None
+        attrs["training_face_correct"] = False
+    return {
+        "id": tune_id,
+        "tenant": tenant,
+        "title": fields["title"],
+        "model_type": model_type,
+        "branch": branch,
+        "attrs": attrs,
+        "orig_images": [],
+        "face_key": None,
+        "created_at": iso(now),
+        "updated_at": iso(now),
+        "started_training_at": iso(now),
+        "trained_at": iso(now) if ready_now else None,
+        "eta": iso(now if ready_now else now + training),
+        "expires_at": iso(now + EXPIRY) if ready_now else None,
+        "auto_extend": bool(fields.get("auto_extend")),
+        "ready_after": None if ready_now else time.time() + training.total_seconds(),
+        "claimed_until": None,
+        "idem_key": fields["title"] if services.settings.idempotency else None,
+    }
 
 
 async def delete_tune(services: Services, tenant: str, tune: Row) -> None:

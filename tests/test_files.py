@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 from conftest import jpeg
 
-from mockserver.files import BLOBS, DirectoryFileStore
+from mockserver.files import BLOBS, STAGING, DirectoryFileStore
 
 
 def blobs(root: Path) -> list[Path]:
@@ -100,3 +102,59 @@ def test_tunes_of_the_same_photos_share_them_until_deleted(make_api, tmp_path):
     assert downloaded.content == photo
     assert api.delete(f"/tunes/{second['id']}").status_code == 200
     assert blobs(files) == []
+
+
+def test_stale_staged_uploads_are_cleared_at_start(tmp_path):
+    store = DirectoryFileStore(tmp_path)
+    staged = store.stage_uploads([("0.jpg", b"photo")])
+    fresh = store.stage_uploads([("0.jpg", b"other")])
+    old = time.time() - 2 * 3600
+    os.utime(tmp_path / STAGING / staged, (old, old))
+
+    DirectoryFileStore(tmp_path)  # a restart
+    assert not (tmp_path / STAGING / staged).exists()
+    assert (tmp_path / STAGING / fresh).exists()  # perhaps another process's, in flight
+    assert len(blobs(tmp_path)) == 1
+
+
+def test_adopted_uploads_replace_what_an_unfinished_create_left(tmp_path):
+    store = DirectoryFileStore(tmp_path)
+    store.put_upload("tunes/5/0.jpg", b"left by a transaction that never committed")
+    store.adopt(store.stage_uploads([("0.jpg", b"new")]), "tunes/5")
+    assert store.get("tunes/5/0.jpg") == b"new"
+    assert len(blobs(tmp_path)) == 1
+    assert list((tmp_path / STAGING).iterdir()) == []
+
+
+def test_a_refused_tune_leaves_no_files(make_api, tmp_path):
+    api = make_api(ephemeral=False, data_dir=tmp_path)
+    files = [("tune[images][]", ("face.jpg", jpeg(), "image/jpeg"))]
+    data = {"tune[title]": "t", "tune[name]": "man", "tune[base_tune_id]": "999"}
+    assert api.post("/tunes", data=data, files=files).status_code == 422
+    data = {"tune[title]": "t", "tune[name]": "man", "tune[prompts_attributes][][text]": "x"}
+    files.append(("tune[prompts_attributes][][input_image]", ("in.jpg", b"not a photo", "")))
+    assert api.post("/tunes", data=data, files=files).status_code == 422
+    stored = tmp_path / "files"
+    assert blobs(stored) == []
+    assert list((stored / STAGING).iterdir()) == []
+    assert not (stored / "tunes").exists() or list((stored / "tunes").iterdir()) == []
+
+
+def test_a_tune_and_its_prompt_with_an_input_image(make_api, tmp_path):
+    api = make_api(ephemeral=False, data_dir=tmp_path)
+    face, scene = jpeg((10, 90, 10)), jpeg((90, 10, 10))
+    files = [
+        ("tune[images][]", ("face.jpg", face, "image/jpeg")),
+        ("tune[prompts_attributes][][input_image]", ("scene.jpg", scene, "image/jpeg")),
+    ]
+    data = {
+        "tune[title]": "t",
+        "tune[name]": "man",
+        "tune[prompts_attributes][][text]": "on a boat",
+    }
+    created = api.post("/tunes", data=data, files=files)
+    assert created.status_code == 201, created.text
+    tune = created.json()
+    assert api.client.get(tune["orig_images"][0]).content == face
+    prompt = api.get(f"/tunes/{tune['id']}/prompts").json()[0]
+    assert api.client.get(prompt["input_image"]).content == scene
