@@ -92,11 +92,18 @@ class DirectoryFileStore:
         return staged
 
     def adopt(self, staged: str, prefix: str) -> None:
+        source = self.root / STAGING / _check_key(staged)
         target = self.root / _check_key(prefix.rstrip("/"))
-        if target.exists():
-            self.delete_prefix(prefix)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(self.root / STAGING / _check_key(staged), target)
+        try:
+            os.rename(source, target)  # on the event loop, in a transaction: one call
+        except FileNotFoundError:  # the first of its kind: no parent folder yet
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(source, target)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            self.delete_prefix(prefix)  # left by a transaction that never committed
+            os.rename(source, target)
 
     def discard(self, staged: str) -> None:
         self._delete_folder(self.root / STAGING / _check_key(staged))

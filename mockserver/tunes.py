@@ -187,6 +187,7 @@ def _tune_row(
     """The new tune, as stored (every column), but for its images."""
     branch, model_type = _branch_and_type(fields, base)
     now = services.clock.now()
+    stamp = iso(now)
     training = timedelta(seconds=services.settings.train_seconds)
     ready_now = model_type == "faceid" or branch == "fast"
     attrs = {name: fields[name] for name in TUNE_FIELDS if name in fields}
@@ -204,11 +205,11 @@ def _tune_row(
         "attrs": attrs,
         "orig_images": [],
         "face_key": None,
-        "created_at": iso(now),
-        "updated_at": iso(now),
-        "started_training_at": iso(now),
-        "trained_at": iso(now) if ready_now else None,
-        "eta": iso(now if ready_now else now + training),
+        "created_at": stamp,
+        "updated_at": stamp,
+        "started_training_at": stamp,
+        "trained_at": stamp if ready_now else None,
+        "eta": stamp if ready_now else iso(now + training),
         "expires_at": iso(now + EXPIRY) if ready_now else None,
         "auto_extend": bool(fields.get("auto_extend")),
         "ready_after": None if ready_now else time.time() + training.total_seconds(),
