@@ -180,6 +180,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         faults=load_faults(settings),
         limiter=RateLimiter(Rate.parse(settings.rate_limit)) if settings.rate_limit else None,
         wake=CoalescedWake(runtime.wake),
+        upload_thread=anyio.CapacityLimiter(1),
     )
     api = Api(services, lifecycle.complete)
     operations = api_operations(api, contract)

@@ -61,7 +61,7 @@ class DirectoryFileStore:
     Uploads are stored once per content. Test suites upload the same fixture photos
     with every tune they create, and writing the bytes was most of the cost of a
     create: each new page of the page cache costs kernel time (about 2.4 ms per four
-    200 KB photos under sustained load, against 0.2 ms to checksum and compare them).
+    200 KB photos under sustained load, against about 0.1 ms to find and compare them).
     An upload's key is a hard link to its blob in ``.blobs``; the blob goes when its
     last key does.
     """
@@ -140,11 +140,9 @@ class DirectoryFileStore:
         _write_atomically(target, data)
 
     def _blob(self, data: bytes) -> Path:
-        """Where an upload's content is kept: named by its size and CRC-32, which is
-        three times faster than a SHA-256 and enough to find it (each reuse compares
-        the bytes)."""
-        checksum = zlib.crc32(data)
-        return self.root / BLOBS / f"{checksum & 0xFF:02x}" / f"{len(data):x}-{checksum:08x}"
+        """Where an upload's content is kept, named by ``_fingerprint``."""
+        name = _fingerprint(data)
+        return self.root / BLOBS / name[-2:] / name
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -178,6 +176,19 @@ class DirectoryFileStore:
                 blob.unlink()
         except FileNotFoundError:
             pass
+
+
+FINGERPRINT_SLICES = 64
+
+
+def _fingerprint(data: bytes) -> str:
+    """The size and a CRC-32 of 64 slices of 16 bytes spread over the data: a name found
+    in microseconds, where a checksum of a 200 KB photo took 40 µs. A reuse compares the
+    bytes, so two uploads of one fingerprint share a name, never content (the second is
+    a copy of its own)."""
+    step = max(16, len(data) // FINGERPRINT_SLICES)
+    sample = b"".join([data[start : start + 16] for start in range(0, len(data), step)])
+    return f"{len(data):x}-{zlib.crc32(sample):08x}"
 
 
 def _write_atomically(target: Path, data: bytes) -> None:

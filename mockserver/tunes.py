@@ -83,7 +83,9 @@ async def create_tune(services: Services, tenant: str, fields: dict[str, Any]) -
     staged: str | None = None
     names: list[str] = []
     if uploads:
-        staged, names = await anyio.to_thread.run_sync(_check_and_stage, services.files, uploads)
+        staged, names = await anyio.to_thread.run_sync(
+            _check_and_stage, services.files, uploads, limiter=services.upload_thread
+        )
     taken = False
     try:
         row, taken = await _create(services, tenant, fields, staged, names)
