@@ -126,7 +126,7 @@ class DirectoryFileStore:
                 _write_atomically(blob, data)
             else:
                 if stored != data:
-                    break  # another photo of the same size and checksum: a copy of its own
+                    break  # another photo of the same fingerprint: a copy of its own
             try:
                 _link_atomically(blob, target)
                 return
