@@ -151,23 +151,21 @@ def test_a_version_2_store_comes_up_to_the_list_indexes(empty_url: str):
 def test_a_version_3_store_keeps_its_rows_with_ids_as_rowids(empty_url: str):
     engine = create_engine(empty_url)
     load_schema(engine, V3_SCHEMA)
-    attrs = json.dumps({"name": "man", "token": "ohwx", "is_api": True})
-    prompt = json.dumps({"text": "old", "num_images": 1, "seed": 5, "width": 512, "height": 512})
     with engine.begin() as connection:
-        connection.exec_driver_sql(
-            "INSERT INTO tunes VALUES (7, %(t)s, 'Old tune', 'faceid', 'sd15', %(a)s, '[]', NULL,"
-            " %(s)s, %(s)s, %(s)s, %(s)s, %(s)s, NULL, false, NULL, NULL, 'tune-key')"
-            if engine.dialect.name == "postgresql"
-            else "INSERT INTO tunes VALUES (7, :t, 'Old tune', 'faceid', 'sd15', :a, '[]', NULL,"
-            " :s, :s, :s, :s, :s, NULL, 0, NULL, NULL, 'tune-key')",
-            {"t": TENANT, "a": attrs, "s": STAMP},
-        )
+        connection.execute(
+            tunes.insert().values(
+                id=7, tenant=TENANT, title="Old tune", model_type="faceid", branch="sd15",
+                attrs={"name": "man", "token": "ohwx", "is_api": True}, orig_images=[],
+                created_at=STAMP, updated_at=STAMP, started_training_at=STAMP,
+                trained_at=STAMP, eta=STAMP, auto_extend=False, idem_key="tune-key",
+            )
+        )  # fmt: skip
+        prompt = {"text": "old", "num_images": 1, "seed": 5, "width": 512, "height": 512}
         for prompt_id, key in ((8, "k"), (9, None), (2**62, None)):
             connection.execute(
                 prompts.insert().values(
-                    id=prompt_id, tenant=TENANT, tune_id=7, attrs=json.loads(prompt),
-                    idem_key=key, created_at=STAMP, updated_at=STAMP, image_count=0,
-                    polls=0, liked=False,
+                    id=prompt_id, tenant=TENANT, tune_id=7, attrs=prompt, idem_key=key,
+                    created_at=STAMP, updated_at=STAMP, image_count=0, polls=0, liked=False,
                 )
             )  # fmt: skip
         connection.exec_driver_sql("INSERT INTO counters VALUES ('prompts', 9)")
