@@ -13,14 +13,13 @@ from typing import Any
 
 from .errors import Unprocessable
 from .jsontext import dumps
-from .lookup import own_prompt, stored_prompt, stored_tune, visible_tune
+from .lookup import found_tune, own_prompt, remembered_tune, stored_prompt, visible_tune
 from .prepared import Stored
 from .prompts import create_prompt
-from .reads import RecentReads
 from .responses import NO_BODY
 from .serialize import prompt_json, tune_json
 from .services import Services
-from .store import Row, alive
+from .store import Row
 from .tunes import create_tune, delete_tune
 
 
@@ -48,7 +47,7 @@ class Api:
         # A read of an unchanged tune or prompt answers the bytes encoded the last time.
         self._tune_body = lru_cache(maxsize=ENCODED_BODIES)(self._encode_tune)
         self._prompt_body = lru_cache(maxsize=ENCODED_BODIES)(self._encode_prompt)
-        self._reads = RecentReads(services.store)
+        self._reads = services.reads
 
     def _encode_tune(self, stored: Stored) -> bytes:
         return dumps(self._tune(stored.row()))
@@ -74,12 +73,8 @@ class Api:
         return 200, [self._tune(row) for row in rows]
 
     async def get_tune(self, call: Call) -> Result:
-        tenant, tune_id = call.tenant, call.path["id"]
-        stored = self._reads.read(
-            ("tune", tenant, tune_id),
-            lambda tx: stored_tune(tx, tenant, tune_id),
-            lambda found: alive(found.row(), self.services.store.now()),
-        )
+        tune_id = call.path["id"]
+        stored = found_tune(remembered_tune(self._reads, call.tenant, tune_id), tune_id)
         return 200, self._tune_body(stored)
 
     async def delete_tune(self, call: Call) -> Result:
@@ -113,6 +108,7 @@ class Api:
         if self.services.settings.prompt_polls is None:
             tenant, prompt_id, tune_id = call.tenant, call.path["id"], call.path.get("tune_id")
             stored = self._reads.read(
+                "prompts",
                 ("prompt", tenant, prompt_id, tune_id),
                 lambda tx: stored_prompt(tx, tenant, prompt_id, tune_id),
             )

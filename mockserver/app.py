@@ -29,6 +29,7 @@ from .dispatch import Endpoint, MockApp
 from .errors import ApiError, NotFound, TooManyRequests
 from .faults import fault_response, load_faults
 from .ratelimit import Rate, RateLimiter
+from .reads import RecentReads
 from .responses import error_response, json_response
 from .runtime import build_runtime
 from .seed import SeedError, load_seed
@@ -180,6 +181,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         faults=load_faults(settings),
         limiter=RateLimiter(Rate.parse(settings.rate_limit)) if settings.rate_limit else None,
         wake=CoalescedWake(runtime.wake),
+        reads=RecentReads(store),
         upload_thread=anyio.CapacityLimiter(1),
     )
     api = Api(services, lifecycle.complete)

@@ -11,6 +11,8 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+MICROSECOND = timedelta(microseconds=1)
+
 
 class Clock:
     """``now()`` is the frozen instant (or the real time) plus an adjustable offset."""
@@ -21,6 +23,7 @@ class Clock:
         self._lock = threading.Lock()
         self._stamped: tuple[tuple[int | None, timedelta], str] = ((None, timedelta.max), "")
         """The last stamp, by its millisecond (None: frozen) and the offset then."""
+        self._second_text: tuple[int | None, str] = (None, "")
 
     @property
     def frozen(self) -> bool:
@@ -31,14 +34,26 @@ class Clock:
         return base + self._offset
 
     def stamp(self) -> str:
-        """Now, as the API writes timestamps. Formatting cost more than the store read it
-        serves (expiry), so the text of each millisecond is made once."""
+        """Now, as the API writes timestamps (``iso(now())``). Formatting a datetime cost
+        more than the store read it serves (expiry): the text of each millisecond is made
+        once, from the text of its second."""
         frozen, millisecond = self._frozen_at, time.time_ns() // 1_000_000
         key = (None if frozen is not None else millisecond, self._offset)
         if self._stamped[0] != key:
-            base = frozen if frozen is not None else datetime.fromtimestamp(millisecond / 1000, UTC)
-            self._stamped = (key, _format(base + self._offset))
+            if frozen is not None:
+                text = _format(frozen + self._offset)
+            else:
+                shifted = (millisecond * 1000 + self._offset // MICROSECOND) // 1000
+                text = f"{self._second(shifted // 1000)}.{shifted % 1000:03d}Z"
+            self._stamped = (key, text)
         return self._stamped[1]
+
+    def _second(self, epoch_second: int) -> str:
+        """``YYYY-MM-DDTHH:MM:SS`` of a second since the epoch, kept for the next stamp."""
+        if self._second_text[0] != epoch_second:
+            moment = datetime.fromtimestamp(epoch_second, UTC).replace(tzinfo=None)
+            self._second_text = (epoch_second, moment.isoformat(timespec="seconds"))
+        return self._second_text[1]
 
     def advance(self, delta: timedelta) -> datetime:
         with self._lock:

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 from .errors import NotFound
 from .prepared import Stored
-from .store import Row, Tx
+from .reads import RecentReads
+from .store import Row, Tx, alive
 
 
 def visible_tune(tx: Tx, tenant: str, tune_id: int) -> Row:
-    return stored_tune(tx, tenant, tune_id).row()
+    return found_tune(tx.stored_tune(tenant, tune_id), tune_id).row()
 
 
-def stored_tune(tx: Tx, tenant: str, tune_id: int) -> Stored:
-    tune = tx.stored_tune(tenant, tune_id)
+def found_tune(tune: Stored | None, tune_id: int) -> Stored:
     if tune is None:
         raise NotFound(f"Tune {tune_id} not found")
     return tune
+
+
+def remembered_tune(
+    reads: RecentReads, tenant: str, tune_id: int, tx: Tx | None = None
+) -> Stored | None:
+    """``Tx.stored_tune()`` through ``reads``: remembered while the store is unchanged
+    and the tune has not expired. In ``tx``, a write transaction that has not changed it."""
+
+    def still(found: Stored) -> bool:
+        return alive(found.row(), tx.now if tx is not None else reads.store.now())
+
+    key = ("tune", tenant, tune_id)
+    return reads.read("tunes", key, lambda read: read.stored_tune(tenant, tune_id), still, tx)
 
 
 def own_prompt(tx: Tx, tenant: str, prompt_id: int, tune_id: int | None = None) -> Row:

@@ -12,6 +12,7 @@ PostgreSQL.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,6 +28,21 @@ from .jsontext import dumps
 Row = dict[str, Any]
 Processor = Callable[[Any], Any]
 CONVERTED_ROWS = 1024
+ANY_TABLE = "*"
+"""What a statement writes when its SQL does not tell (DDL, a ``WITH``): any table."""
+_READS = frozenset({"SELECT", "PRAGMA", "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"})
+_WRITE = re.compile(r'\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)', re.I)
+
+
+@lru_cache(maxsize=512)
+def written_table(sql: str) -> str | None:
+    """The table a statement writes: None for a read, :data:`ANY_TABLE` when the SQL does
+    not say which (so that whoever keeps rows read earlier forgets all of them)."""
+    first = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+    if first in _READS:
+        return None
+    found = _WRITE.match(sql)
+    return found.group(1).lower() if found is not None else ANY_TABLE
 
 
 class Target(Protocol):
@@ -36,6 +52,8 @@ class Target(Protocol):
     def driver(self) -> Any: ...
     @property
     def dialect(self) -> Dialect: ...
+    def wrote(self, table: str) -> None:
+        """A statement that writes ``table`` is about to run."""
 
 
 def _arguments(positions: Sequence[str] | None) -> Callable[[dict[str, Any]], Any]:
@@ -54,6 +72,7 @@ def _arguments(positions: Sequence[str] | None) -> Callable[[dict[str, Any]], An
 @dataclass(slots=True)
 class _Compiled:
     sql: str
+    writes: str | None
     arguments: Callable[[dict[str, Any]], Any]
     binds: dict[str, Processor]
     defaults: dict[str, Any]
@@ -109,6 +128,7 @@ class Prepared:
         columns = compiled._result_columns
         found = _Compiled(
             sql=compiled.string,
+            writes=written_table(compiled.string),
             arguments=_arguments(compiled.positiontup),
             binds={k: p for k, p in compiled._bind_processors.items() if callable(p)},
             defaults=defaults,
@@ -126,6 +146,8 @@ class Prepared:
         for name, process in compiled.binds.items():
             if name in values:
                 values[name] = process(values[name])
+        if compiled.writes is not None:
+            target.wrote(compiled.writes)
         cursor = target.driver.cursor()
         cursor.execute(compiled.sql, compiled.arguments(values))
         return cursor

@@ -17,10 +17,10 @@ import anyio.to_thread
 
 from .bodies import UploadedFile
 from .callbacks import check_callback_url
-from .clock import iso
 from .errors import FACEID_NOT_SUPPORTED, Unprocessable
 from .images import InvalidImage, inspect_upload
-from .lookup import visible_tune
+from .lookup import found_tune, remembered_tune
+from .reads import RecentReads
 from .services import Services
 from .store import Row, Tx
 
@@ -46,13 +46,22 @@ class PromptDraft:
     uploads: dict[str, bytes] = field(default_factory=dict)
     idem_key: str = ""
 
+    def numbered(self, tenant: str, prompt_id: int) -> PromptDraft:
+        """The draft of prompt ``prompt_id``: a seed not given is derived from the id."""
+        if self.attrs["seed"] is None:
+            self.attrs["seed"] = derive_seed(tenant, prompt_id)
+        return self
+
 
 def _tag_error(tag: str, message: str) -> Unprocessable:
     return Unprocessable.on("text", f"{tag} {message}")
 
 
-def resolve_tags(tx: Tx, tenant: str, text: str) -> tuple[list[dict[str, Any]], list[Row]]:
-    """Check each ``<faceid:ID:S>`` / ``<lora:ID:S>`` tag; returns the refs and their tunes."""
+def resolve_tags(
+    reads: RecentReads, tx: Tx, tenant: str, text: str
+) -> tuple[list[dict[str, Any]], list[Row]]:
+    """Check each ``<faceid:ID:S>`` / ``<lora:ID:S>`` tag; returns the refs and their tunes
+    (read through ``reads``: ``tx`` changes no tune it tags)."""
     refs: list[dict[str, Any]] = []
     tunes: list[Row] = []
     for match in TAG.finditer(text):
@@ -69,9 +78,10 @@ def resolve_tags(tx: Tx, tenant: str, text: str) -> tuple[list[dict[str, Any]], 
             raise _tag_error(
                 tag, f"has a bad strength {parts[1]!r}; use a number 0..{MAX_STRENGTH:g}"
             )
-        tune = tx.tune(tenant, tune_id)
-        if tune is None:
+        stored = remembered_tune(reads, tenant, tune_id, tx)
+        if stored is None:
             raise _tag_error(tag, f"refers to tune {tune_id}, which does not exist")
+        tune = stored.row()
         if kind == "faceid" and tune["model_type"] != "faceid":
             raise _tag_error(tag, f"refers to tune {tune_id}, which is not a FaceID tune")
         if kind == "lora" and tune["model_type"] not in ("lora", "pti"):
@@ -142,9 +152,9 @@ def draft_prompt(
     tenant: str,
     tune: Mapping[str, Any],
     fields: dict[str, Any],
-    prompt_id: int,
 ) -> PromptDraft:
-    """Apply every prompt rule (without storing); uploads are checked by ``check_uploads``."""
+    """Apply every prompt rule (without storing); uploads are checked by ``check_uploads``.
+    The draft is ``numbered`` once the prompt's id is taken."""
     check_callback_url(fields.get("callback"), services.settings.callback_allow)
     if tune["model_type"] == "faceid":
         raise Unprocessable.on("base", FACEID_NOT_SUPPORTED)
@@ -156,12 +166,12 @@ def draft_prompt(
         raise Unprocessable.on(
             "controlnet", "needs an input image: input_image, input_image_url or input_image_base64"
         )
-    refs, tagged = resolve_tags(tx, tenant, fields["text"])
+    refs, tagged = resolve_tags(services.reads, tx, tenant, fields["text"])
     attrs = {k: v for k, v in fields.items() if k not in (*FILE_FIELDS, "input_image_base64")}
     attrs["text"] = fill_placeholders(fields["text"], [tune, *tagged])
     attrs["num_images"] = fields.get("num_images") or 1
     given_seed = fields.get("seed")
-    attrs["seed"] = given_seed if given_seed is not None else derive_seed(tenant, prompt_id)
+    attrs["seed"] = given_seed  # or, when None, derived from the id (numbered)
     attrs["width"], attrs["height"] = image_size(fields, tune["branch"])
     attrs["adapters"] = refs
     draft = PromptDraft(attrs)
@@ -201,7 +211,7 @@ def prompt_row(
 ) -> dict[str, Any]:
     """The new row: pending, due ``--prompt-seconds`` after its tune is trained."""
     settings = services.settings
-    now = iso(services.clock.now())
+    now = services.clock.stamp()
     start = time.time()
     if tune["trained_at"] is None and tune["ready_after"] is not None:
         start = max(start, float(tune["ready_after"]))
@@ -230,9 +240,11 @@ async def create_prompt(
     """The whole create call: rules, idempotency, uploads, one insert. Without uploads it
     is one transaction; uploads are checked and stored between two."""
     with services.store.begin() as tx:
-        tune = visible_tune(tx, tenant, tune_id)
+        # The tunes are read through services.reads: this transaction changes none.
+        tune = found_tune(remembered_tune(services.reads, tenant, tune_id, tx), tune_id).row()
+        draft = draft_prompt(services, tx, tenant, tune, fields)
         prompt_id = tx.next_id("prompts")
-        draft = draft_prompt(services, tx, tenant, tune, fields, prompt_id)
+        draft.numbered(tenant, prompt_id)
         if services.settings.idempotency:
             existing = tx.prompt_by_key(tenant, draft.idem_key)
             if existing is not None:

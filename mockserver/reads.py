@@ -10,37 +10,52 @@ while it keeps its value, the row read last time is still the row.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from typing import TypeVar, cast
 
 from .prepared import Stored
-from .store import Store, Tx
+from .store import Store, Tx, Version
 
 REMEMBERED_ROWS = 1024
+Found = TypeVar("Found", bound=Stored | None)
 
 
 class RecentReads:
     """The last rows read, by what named them (tenant, ids), with the store's version."""
 
     def __init__(self, store: Store, size: int = REMEMBERED_ROWS) -> None:
-        self._store = store
+        self.store = store
         self._size = size
-        self._rows: dict[Hashable, tuple[tuple[int, int], Stored]] = {}
+        self._rows: dict[Hashable, tuple[Version, Stored]] = {}
 
     def read(
         self,
+        table: str,
         key: Hashable,
-        fetch: Callable[[Tx], Stored],
+        fetch: Callable[[Tx], Found],
         still: Callable[[Stored], bool] | None = None,
-    ) -> Stored:
-        """``fetch``'s row, read now or remembered from a read of the same version;
-        ``still`` says whether a remembered row still holds (what time may change)."""
-        version = self._store.version()
+        tx: Tx | None = None,
+    ) -> Found:
+        """``fetch``'s row of ``table``, read now or remembered from a read of the same
+        version; ``still`` says whether a remembered row still holds (what time may change).
+
+        Inside a write transaction ``tx``, the row is remembered from (or read within)
+        the version the transaction began at. A row read after ``tx`` wrote to its table
+        is not remembered: were the transaction to roll back, no commit would change the
+        version to forget it. A row that is not found (None) is not remembered.
+        """
+        version = self.store.version(table) if tx is None else tx.version(table)
         if version is not None:
             found = self._rows.get(key)
             if found is not None and found[0] == version and (still is None or still(found[1])):
-                return found[1]
-        with self._store.read() as tx:
+                return cast(Found, found[1])
+        if tx is None:
+            with self.store.read() as read:
+                stored = fetch(read)
+        elif tx.has_written(table):
+            return fetch(tx)
+        else:
             stored = fetch(tx)
-        if version is not None:
+        if version is not None and stored is not None:
             if len(self._rows) >= self._size:
                 del self._rows[next(iter(self._rows))]  # the oldest
             self._rows[key] = (version, stored)

@@ -13,6 +13,7 @@ from .contract import Contract
 from .faults import Faults
 from .files import FileStore
 from .ratelimit import RateLimiter
+from .reads import RecentReads
 from .settings import Settings
 from .store import Store
 
@@ -30,6 +31,8 @@ class Services:
     wake: Callable[[float | None], None]
     """Tells the background workers that work is due at a time (epoch seconds), or now
     (None): ``Runtime.wake``, coalesced."""
+    reads: RecentReads
+    """Tunes and prompts read lately, answered again while the store is unchanged."""
     upload_thread: anyio.CapacityLimiter
     """The worker thread that checks and stages uploads, one tune at a time. The work is
     mostly Python (Pillow's header parsing, paths), so threads doing it side by side only

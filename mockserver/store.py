@@ -18,7 +18,6 @@ no lock.
 from __future__ import annotations
 
 import importlib
-import itertools
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -51,7 +50,7 @@ from sqlalchemy.sql import Subquery
 from . import jsontext
 from .checkpoint import Checkpointer
 from .migrations import migrate
-from .prepared import Prepared, Stored
+from .prepared import ANY_TABLE, Prepared, Stored, written_table
 from .tables import callbacks, counters, prompts, tunes, violations
 
 Row = dict[str, Any]
@@ -73,6 +72,27 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 READING = "astria_mock_reading"
 """Set in a connection's ``info`` while a ``Store.read()`` runs on it."""
+WRITTEN = "astria_mock_written"
+"""In a connection's ``info``: the tables its open transaction has written."""
+Version = tuple[int, int, int]
+"""``Store.version()``: commits through the store that wrote any table, and the table
+read; then SQLite's ``data_version``."""
+
+
+def _note_write(connection: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+    """Before SQLAlchemy runs ``statement``: remember the table it writes (see ``WRITTEN``)."""
+    table = written_table(statement)
+    if table is not None:
+        connection.info.setdefault(WRITTEN, set()).add(table)
+
+
+def _data_version(driver: sqlite3.Connection) -> int:
+    version: int = driver.execute("PRAGMA data_version").fetchone()[0]
+    return version
+
+
+def _version(generations: dict[str, int], table: str, data_version: int) -> Version:
+    return generations.get(ANY_TABLE, 0), generations.get(table, 0), data_version
 
 
 def _sqlite_begin(connection: Connection) -> None:
@@ -111,6 +131,7 @@ def make_engine(url: str) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "before_cursor_execute", _note_write)
     return engine
 
 
@@ -130,28 +151,34 @@ class Store:
         if self.engine.dialect.name == "sqlite" and not in_memory and self.engine.url.database:
             self._checkpointer = Checkpointer(self.engine.url.database)
             self._checkpointer.start()
-        self._commits = itertools.count(1)
-        self._committed = 0
-        """Changes on each commit through this store, after the commit."""
+        self._generations: dict[str, int] = {}
+        """By table, the commits through this store that wrote it (:data:`ANY_TABLE`: a
+        commit that wrote a table its SQL did not name), counted after each commit. A
+        count is raised by the thread that committed; a count that two threads raised at
+        once may come out one short, but each thread's connection sees the other's commit
+        in ``data_version``."""
 
-    def version(self) -> tuple[int, int] | None:
-        """A value that changes whenever the database may have: after each commit through
-        this store, and (``PRAGMA data_version``) each commit by any other connection or
-        process. What was read while it kept one value can be answered again without
-        reading. None where there is no such value (PostgreSQL), or inside a transaction.
+    def version(self, table: str) -> Version | None:
+        """A value that changes whenever ``table`` may have: after each commit through this
+        store that wrote it, and (``PRAGMA data_version``) each commit by any other
+        connection or process. What was read from ``table`` while it kept one value can be
+        answered again without reading. None where there is no such value (PostgreSQL),
+        or inside a transaction (``Tx.version`` gives a write transaction's).
 
         On SQLite the pragma costs about a third of a one-row read: under load the read
         touched enough of SQLite's code and pages that it cost more than the rest of a
-        ``GET /tunes/{id}``.
+        ``GET /tunes/{id}``. Creating a prompt writes no tune, so a tune read stays valid
+        under a stream of creates.
         """
         held = self._connection()
         if not held.sqlite or held.driver.in_transaction:
             return None
-        committed = self._committed
-        return committed, held.driver.execute("PRAGMA data_version").fetchone()[0]
+        return _version(self._generations, table, _data_version(held.driver))
 
-    def _note_commit(self) -> None:
-        self._committed = next(self._commits)
+    def _note_commit(self, written: set[str] | None) -> None:
+        """After a commit that wrote ``written`` (None: it is not known what)."""
+        for table in written if written is not None else (ANY_TABLE,):
+            self._generations[table] = self._generations.get(table, 0) + 1
 
     @property
     def shared(self) -> bool:
@@ -186,7 +213,7 @@ class Store:
             # A transaction SQLAlchemy began on SQLite is begun on the driver too.
             if held.driver.in_transaction:
                 return _SqlAlchemyTransaction(self.engine, self.now, self._note_commit)
-            return _SqliteTransaction(held, self.now, write, self._serial, self._note_commit)
+            return _SqliteTransaction(self, held, write)
         if held.connection.in_transaction():
             return _SqlAlchemyTransaction(self.engine, self.now)  # its own connection
         return _SqlAlchemyTransaction(held.connection, self.now)
@@ -207,7 +234,7 @@ class _SqlAlchemyTransaction:
         self,
         connectable: Engine | Connection,
         now: Callable[[], str],
-        committed: Callable[[], None] | None = None,
+        committed: Callable[[set[str] | None], None] | None = None,
     ) -> None:
         self._begin = connectable.begin()
         self._now = now
@@ -215,12 +242,14 @@ class _SqlAlchemyTransaction:
 
     def __enter__(self) -> Tx:
         entered = self._begin.__enter__()
-        return Tx(entered if isinstance(entered, Connection) else entered.connection, self._now)
+        self._connection = entered if isinstance(entered, Connection) else entered.connection
+        return Tx(self._connection, self._now)
 
     def __exit__(self, *exc: Any) -> None:
+        self._connection.info.pop(WRITTEN, None)
         self._begin.__exit__(*exc)
         if self._committed is not None:
-            self._committed()
+            self._committed(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,18 +274,12 @@ class _SqliteTransaction:
     a read runs its statements each on its own, begun by SQLite. A statement run through
     SQLAlchemy inside makes SQLAlchemy begin too (``_sqlite_begin``): that one is ended."""
 
-    __slots__ = ("committed", "held", "now", "serial", "write")
+    __slots__ = ("committed", "generations", "held", "now", "serial", "write")
 
-    def __init__(
-        self,
-        held: _Held,
-        now: Callable[[], str],
-        write: bool,
-        serial: AbstractContextManager[Any],
-        committed: Callable[[], None],
-    ) -> None:
-        self.held, self.now, self.write, self.serial = held, now, write, serial
-        self.committed = committed
+    def __init__(self, store: Store, held: _Held, write: bool) -> None:
+        self.held, self.write = held, write
+        self.now, self.serial, self.committed = store.now, store._serial, store._note_commit
+        self.generations = store._generations if write else None
 
     def __enter__(self) -> Tx:
         self.serial.__enter__()
@@ -265,11 +288,12 @@ class _SqliteTransaction:
             held.driver.execute("BEGIN IMMEDIATE")
         else:
             held.info[READING] = True
-        return Tx(held.connection, self.now, held.driver)
+        return Tx(held.connection, self.now, held.driver, held.info, self.generations)
 
     def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
         held = self.held
         committed = False
+        written = held.info.pop(WRITTEN, None)
         try:
             if not self.write:
                 held.info.pop(READING, None)
@@ -287,8 +311,8 @@ class _SqliteTransaction:
                     held.driver.rollback()
         finally:
             self.serial.__exit__(None, None, None)
-            if committed:
-                self.committed()
+            if committed and written:
+                self.committed(written)
 
 
 def _one(result: CursorResult[Any]) -> Row | None:
@@ -406,15 +430,37 @@ def _due_at(table: Table, column: Any) -> Any:
 class Tx:
     """One transaction: every read and write of the mock's state."""
 
-    __slots__ = ("_now", "_stamp", "connection", "dialect", "driver")
+    __slots__ = (
+        "_data_version",
+        "_generations",
+        "_now",
+        "_stamp",
+        "connection",
+        "dialect",
+        "driver",
+        "info",
+    )
 
-    def __init__(self, connection: Connection, now: Callable[[], str], driver: Any = None) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        now: Callable[[], str],
+        driver: Any = None,
+        info: dict[Any, Any] | None = None,
+        generations: dict[str, int] | None = None,
+    ) -> None:
         self.connection = connection
-        self.driver = driver if driver is not None else connection.connection.driver_connection
+        if driver is None:
+            driver = connection.connection.driver_connection
+        self.driver: Any = driver
         """The DB-API connection under ``connection``: where prepared statements run."""
         self.dialect = connection.dialect
+        self.info = info if info is not None else connection.info
         self._now = now
         self._stamp: str | None = None
+        self._generations = generations
+        """The store's, in a write transaction on SQLite (None: this one has no version)."""
+        self._data_version: int | None = None
 
     @property
     def now(self) -> str:
@@ -422,6 +468,25 @@ class Tx:
         if self._stamp is None:
             self._stamp = self._now()
         return self._stamp
+
+    def version(self, table: str) -> Version | None:
+        """``Store.version(table)`` as this transaction began: on SQLite, in a write
+        transaction (None otherwise). It holds the write lock, so nothing else commits
+        before it ends: a row it reads from a table it has not written is the row of that
+        version."""
+        if self._generations is None:
+            return None
+        if self._data_version is None:
+            self._data_version = _data_version(self.driver)
+        return _version(self._generations, table, self._data_version)
+
+    def wrote(self, table: str) -> None:
+        """A statement that writes ``table`` is about to run (see ``WRITTEN``)."""
+        self.info.setdefault(WRITTEN, set()).add(table)
+
+    def has_written(self, table: str) -> bool:
+        written = self.info.get(WRITTEN)
+        return written is not None and (table in written or ANY_TABLE in written)
 
     # ids -----------------------------------------------------------------
     def next_id(self, name: str, skip: frozenset[int] = frozenset()) -> int:

@@ -124,12 +124,11 @@ async def _create(
         for index, prompt_fields in enumerate(fields.get("prompts_attributes") or []):
             prompt_id = tx.next_id("prompts")
             try:
-                drafts.append(
-                    (prompt_id, draft_prompt(services, tx, tenant, tune, prompt_fields, prompt_id))
-                )
+                draft = draft_prompt(services, tx, tenant, tune, prompt_fields)
             except Unprocessable as exc:
                 prefixed = {f"prompts_attributes[{index}].{k}": v for k, v in exc.fields.items()}
                 raise Unprocessable(prefixed) from None
+            drafts.append((prompt_id, draft.numbered(tenant, prompt_id)))
         with_files = any(draft.uploads for _, draft in drafts)
         if not with_files:
             stored = _store(services, tx, tenant, tune, drafts, staged)

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from conftest import jpeg
 
+from mockserver.prepared import ANY_TABLE, written_table
 from mockserver.reads import RecentReads
 from mockserver.store import Store
 
@@ -58,8 +59,58 @@ def test_changes_through_the_api_are_seen(disk_api):
     assert disk_api.get(url).status_code == 404
 
 
-def test_a_row_is_read_once_while_nothing_commits(tmp_path):
+def test_prompts_tagging_a_tune_see_it_deleted_or_expired(make_api, tmp_path):
+    api = make_api(ephemeral=False, data_dir=tmp_path, clock="frozen:2024-01-01T00:00:00Z")
+    gone, expiring = api.faceid_tune("Gone", jpeg()), api.faceid_tune("Expiring", jpeg())
+
+    def create(tune):
+        text = f"<faceid:{tune['id']}:1> a portrait"
+        return api.post("/tunes/690204/prompts", json={"prompt": {"text": text}})
+
+    assert create(gone).status_code == 201
+    assert create(expiring).status_code == 201  # both tunes are remembered now
+    assert api.delete(f"/tunes/{gone['id']}").status_code == 200
+    assert "does not exist" in create(gone).json()["text"][0]
+    api.client.app.state.services.clock.advance(timedelta(days=31))  # nothing commits
+    assert "does not exist" in create(expiring).json()["text"][0]
+
+
+def test_a_prompt_sees_its_tune_changed_by_another_process(disk_api, tmp_path):
+    tune = disk_api.faceid_tune("Face", jpeg())
+    body = {"prompt": {"text": f"<faceid:{tune['id']}:1> a portrait"}}
+    assert disk_api.post("/tunes/690204/prompts", json=body).status_code == 201
+    other = sqlite3.connect(tmp_path / "mock.sqlite3")
+    with other:
+        other.execute("UPDATE tunes SET model_type = 'lora' WHERE id = ?", (tune["id"],))
+    refused = disk_api.post("/tunes/690204/prompts", json=body)
+    assert refused.status_code == 422
+    assert "not a FaceID tune" in refused.json()["text"][0]
+    other.close()
+
+
+GALLERY_TUNE = {
+    "id": 690204, "tenant": "", "title": "t", "model_type": None, "branch": "sd15",
+    "attrs": {}, "orig_images": [], "created_at": "x", "updated_at": "x",
+}  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'mock.sqlite3'}", lambda: "2026-01-01T00:00:00.000Z")
+    with store.begin() as tx:
+        tx.ensure_tune(GALLERY_TUNE)
+    yield store
+    store.close()
+
+
+def _prompt(prompt_id: int) -> dict:
+    return {
+        "id": prompt_id, "tenant": "t", "tune_id": 690204, "attrs": {}, "idem_key": None,
+        "created_at": "x", "updated_at": "x",
+    }  # fmt: skip
+
+
+def test_a_row_is_read_once_while_nothing_commits(store):
     reads = RecentReads(store)
     fetched: list[int] = []
 
@@ -67,16 +118,71 @@ def test_a_row_is_read_once_while_nothing_commits(tmp_path):
         fetched.append(1)
         return tx.stored_tune("", 690204) or pytest.fail("no gallery tune")
 
-    with store.begin() as tx:
-        tx.ensure_tune(
-            {"id": 690204, "tenant": "", "title": "t", "model_type": None, "branch": "sd15",
-             "attrs": {}, "orig_images": [], "created_at": "x", "updated_at": "x"}
-        )  # fmt: skip
-    reads.read("tune", fetch)
-    reads.read("tune", fetch)
+    reads.read("tunes", "tune", fetch)
+    reads.read("tunes", "tune", fetch)
     assert len(fetched) == 1
     with store.begin() as tx:
         tx.update_tune(690204, title="renamed")
-    assert reads.read("tune", fetch).row()["title"] == "renamed"
+    assert reads.read("tunes", "tune", fetch).row()["title"] == "renamed"
     assert len(fetched) == 2
-    store.close()
+
+
+def test_a_tune_stays_remembered_while_only_prompts_are_written(store):
+    reads = RecentReads(store)
+    fetched: list[int] = []
+
+    def fetch(tx):
+        fetched.append(1)
+        return tx.stored_tune("", 690204)
+
+    reads.read("tunes", "gallery", fetch)
+    with store.begin() as tx:  # a prompt create's writes: a counter and a prompt
+        tx.insert_prompt(_prompt(tx.next_id("prompts")))
+    with store.begin() as tx:  # and read from within a create
+        assert reads.read("tunes", "gallery", fetch, tx=tx) is not None
+        tx.insert_prompt(_prompt(tx.next_id("prompts")))
+    reads.read("tunes", "gallery", fetch)
+    assert len(fetched) == 1
+
+    with store.begin() as tx:  # a statement SQLAlchemy runs
+        tx.update_tune(690204, title="renamed")
+    assert reads.read("tunes", "gallery", fetch).row()["title"] == "renamed"
+    with store.begin() as tx:  # a prepared statement
+        tx.insert_tune({**GALLERY_TUNE, "id": 7, "tenant": "t", "auto_extend": False})
+    reads.read("tunes", "gallery", fetch)
+    assert len(fetched) == 3
+
+
+def test_a_row_read_after_its_table_was_written_is_not_remembered(store):
+    """Rolled back, the write changes no version: a row remembered from it would be stale."""
+    reads = RecentReads(store)
+
+    def fetch(tx):
+        return tx.stored_tune("", 690204)
+
+    def refused_rename():
+        with store.begin() as tx:
+            tx.update_tune(690204, title="rolled back")
+            assert reads.read("tunes", "gallery", fetch, tx=tx).row()["title"] == "rolled back"
+            raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):
+        refused_rename()
+    assert reads.read("tunes", "gallery", fetch).row()["title"] == "t"
+
+
+@pytest.mark.parametrize(
+    ("sql", "table"),
+    [
+        ("SELECT tunes.id FROM tunes", None),
+        ("PRAGMA data_version", None),
+        ("  INSERT INTO prompts (id) VALUES (?)", "prompts"),
+        ('INSERT OR IGNORE INTO "tunes" (id) VALUES (?)', "tunes"),
+        ("UPDATE counters SET value=(counters.value + ?) RETURNING value", "counters"),
+        ("delete from Tunes where id = 1", "tunes"),
+        ("WITH doomed AS (SELECT 1) DELETE FROM tunes", ANY_TABLE),
+        ("DROP TABLE tunes_v3", ANY_TABLE),
+    ],
+)
+def test_the_table_a_statement_writes(sql, table):
+    assert written_table(sql) == table
