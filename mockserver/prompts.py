@@ -239,7 +239,7 @@ async def create_prompt(
 ) -> Row:
     """The whole create call: rules, idempotency, uploads, one insert. Without uploads it
     is one transaction; uploads are checked and stored between two."""
-    with services.store.begin() as tx:
+    async with services.store.grouped() as tx:
         # The tunes are read through services.reads: this transaction changes none.
         tune = found_tune(remembered_tune(services.reads, tenant, tune_id, tx), tune_id).row()
         draft = draft_prompt(services, tx, tenant, tune, fields)

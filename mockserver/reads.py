@@ -39,10 +39,13 @@ class RecentReads:
         version; ``still`` says whether a remembered row still holds (what time may change).
 
         Inside a write transaction ``tx``, the row is remembered from (or read within)
-        the version the transaction began at. A row read after ``tx`` wrote to its table
-        is not remembered: were the transaction to roll back, no commit would change the
-        version to forget it. A row that is not found (None) is not remembered.
+        the version the transaction began at, until ``tx`` writes to its table: from then
+        on it is read, as ``tx`` sees it, and not remembered (were the transaction to roll
+        back, no commit would change the version to forget it). A row that is not found
+        (None) is not remembered.
         """
+        if tx is not None and tx.has_written(table):
+            return fetch(tx)
         version = self.store.version(table) if tx is None else tx.version(table)
         if version is not None:
             found = self._rows.get(key)
@@ -51,8 +54,6 @@ class RecentReads:
         if tx is None:
             with self.store.read() as read:
                 stored = fetch(read)
-        elif tx.has_written(table):
-            return fetch(tx)
         else:
             stored = fetch(tx)
         if version is not None and stored is not None:

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -33,6 +34,7 @@ from contracts.servers import LiveServer
 from mockserver.app import create_app
 from mockserver.contract import Contract
 from mockserver.settings import Settings
+from mockserver.store import Store
 
 KEY = "sd_test_key_one"
 OTHER_KEY = "sd_test_key_two"
@@ -97,6 +99,31 @@ class Api:
 
 
 DEFAULTS = Settings(ephemeral=True, prompt_seconds=60.0, train_seconds=60.0)
+GALLERY_TUNE = {
+    "id": 690204, "tenant": "", "title": "t", "model_type": None, "branch": "sd15",
+    "attrs": {}, "orig_images": [], "created_at": "x", "updated_at": "x",
+}  # fmt: skip
+"""A gallery tune's row, for tests of the store on its own."""
+
+
+def prompt_values(prompt_id: int, tenant: str = "t") -> dict[str, Any]:
+    """A prompt's row on the gallery tune, for tests of the store on its own."""
+    return {
+        "id": prompt_id, "tenant": tenant, "tune_id": 690204, "attrs": {}, "idem_key": None,
+        "created_at": "x", "updated_at": "x",
+    }  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A store on disk (SQLite) holding the gallery tune."""
+    store = Store(f"sqlite:///{tmp_path / 'mock.sqlite3'}", lambda: "2026-01-01T00:00:00.000Z")
+    with store.begin() as tx:
+        tx.ensure_tune(GALLERY_TUNE)
+    yield store
+    store.close()
+
+
 MakeApi = Callable[..., Api]
 
 

@@ -7,11 +7,10 @@ import sqlite3
 from datetime import timedelta
 
 import pytest
-from conftest import jpeg
+from conftest import GALLERY_TUNE, jpeg, prompt_values
 
 from mockserver.prepared import ANY_TABLE, written_table
 from mockserver.reads import RecentReads
-from mockserver.store import Store
 
 
 @pytest.fixture
@@ -88,28 +87,6 @@ def test_a_prompt_sees_its_tune_changed_by_another_process(disk_api, tmp_path):
     other.close()
 
 
-GALLERY_TUNE = {
-    "id": 690204, "tenant": "", "title": "t", "model_type": None, "branch": "sd15",
-    "attrs": {}, "orig_images": [], "created_at": "x", "updated_at": "x",
-}  # fmt: skip
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'mock.sqlite3'}", lambda: "2026-01-01T00:00:00.000Z")
-    with store.begin() as tx:
-        tx.ensure_tune(GALLERY_TUNE)
-    yield store
-    store.close()
-
-
-def _prompt(prompt_id: int) -> dict:
-    return {
-        "id": prompt_id, "tenant": "t", "tune_id": 690204, "attrs": {}, "idem_key": None,
-        "created_at": "x", "updated_at": "x",
-    }  # fmt: skip
-
-
 def test_a_row_is_read_once_while_nothing_commits(store):
     reads = RecentReads(store)
     fetched: list[int] = []
@@ -137,10 +114,10 @@ def test_a_tune_stays_remembered_while_only_prompts_are_written(store):
 
     reads.read("tunes", "gallery", fetch)
     with store.begin() as tx:  # a prompt create's writes: a counter and a prompt
-        tx.insert_prompt(_prompt(tx.next_id("prompts")))
+        tx.insert_prompt(prompt_values(tx.next_id("prompts")))
     with store.begin() as tx:  # and read from within a create
         assert reads.read("tunes", "gallery", fetch, tx=tx) is not None
-        tx.insert_prompt(_prompt(tx.next_id("prompts")))
+        tx.insert_prompt(prompt_values(tx.next_id("prompts")))
     reads.read("tunes", "gallery", fetch)
     assert len(fetched) == 1
 
