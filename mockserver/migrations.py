@@ -50,6 +50,15 @@ def _sqlite_rowid_tables(connection: Connection) -> None:
             index.create(connection)
 
 
+def _pending_work_indexes(connection: Connection) -> None:
+    """The indexes of unfinished and claimed prompts (tables.py explains), in place of one
+    on ``tune_id`` alone, which ``(tenant, tune_id, id)`` serves."""
+    connection.exec_driver_sql("DROP INDEX IF EXISTS ix_prompts_tune_id")
+    for index in prompts.indexes:
+        if index.name in ("prompts_pending", "prompts_claimed"):
+            index.create(connection, checkfirst=True)  # version 4's rebuild made them
+
+
 Step = str | Callable[[Connection], None]
 STEPS: dict[int, tuple[Step, ...]] = {
     2: (
@@ -77,6 +86,7 @@ STEPS: dict[int, tuple[Step, ...]] = {
         "DROP INDEX IF EXISTS ix_prompts_tenant",
     ),
     4: (_sqlite_rowid_tables,),
+    5: (_pending_work_indexes,),
 }
 SCHEMA_VERSION = max(STEPS)
 

@@ -779,7 +779,8 @@ class Tx:
 
     def claim_due_prompts(self, now: float, lease: float, limit: int) -> list[Row]:
         """Pending prompts whose time has come, whose tune is trained and that no replica
-        holds; held for ``lease`` seconds."""
+        holds, the earliest due first (a range of ``prompts_pending``); held for ``lease``
+        seconds."""
         ids = (
             select(prompts.c.id)
             .join(tunes, tunes.c.id == prompts.c.tune_id)
@@ -790,7 +791,7 @@ class Tx:
                 tunes.c.trained_at.is_not(None),
                 _unclaimed(prompts, now),
             )
-            .order_by(prompts.c.id)
+            .order_by(prompts.c.ready_after, prompts.c.id)
             .limit(limit)
             .with_for_update(of=prompts, skip_locked=True)
         )
@@ -943,12 +944,22 @@ class Tx:
                 tunes.c.trained_at.is_(None)
             )
         ).scalar()
-        prompt_due = self.connection.execute(
+        # Prompts as two index ranges (tables.py): the first unclaimed one by due time, and
+        # the claimed ones, which are due when their claim ends if that is later.
+        pending = (prompts.c.trained_at.is_(None), prompts.c.user_error.is_(None))
+        unclaimed_due = self.connection.execute(
+            select(prompts.c.ready_after)
+            .where(*pending, prompts.c.ready_after.is_not(None), prompts.c.claimed_until.is_(None))
+            .order_by(prompts.c.ready_after)
+            .limit(1)
+        ).scalar()
+        claimed_due = self.connection.execute(
             select(func.min(_due_at(prompts, prompts.c.ready_after))).where(
-                prompts.c.trained_at.is_(None), prompts.c.user_error.is_(None)
+                prompts.c.claimed_until.is_not(None), *pending
             )
         ).scalar()
-        candidates = [float(v) for v in (tune_due, prompt_due) if v is not None]
+        due = (tune_due, unclaimed_due, claimed_due)
+        candidates = [float(v) for v in due if v is not None]
         return min(candidates) if candidates else None
 
     # dashboard (read-only) ----------------------------------------------

@@ -21,6 +21,7 @@ from mockserver.tables import metadata, prompts, tunes
 V1_SCHEMA = Path(__file__).parent / "data" / "schema_v1.sql"
 V2_SCHEMA = Path(__file__).parent / "data" / "schema_v2.sql"
 V3_SCHEMA = Path(__file__).parent / "data" / "schema_v3.sql"
+V4_SCHEMA = Path(__file__).parent / "data" / "schema_v4.sql"
 STAMP = "2026-11-01T10:00:00.000Z"
 TENANT = tenant_for(f"Bearer {KEY}", frozenset())
 
@@ -139,12 +140,13 @@ def test_a_version_2_store_comes_up_to_the_list_indexes(empty_url: str):
     assert migrate(engine) == 2
     assert found_indexes(engine) == declared_indexes()
     assert {name for name, _, _ in found_indexes(engine)["prompts"]} == {
-        "ix_prompts_tune_id",
         "prompts_idem_key",
         "prompts_tenant_id",
         "prompts_tenant_tune_id_id",
+        "prompts_pending",
+        "prompts_claimed",
     }
-    assert migrate(engine) == SCHEMA_VERSION == 4
+    assert migrate(engine) == SCHEMA_VERSION == 5
     engine.dispose()
 
 
@@ -201,3 +203,32 @@ def test_a_version_3_store_keeps_its_rows_with_ids_as_rowids(empty_url: str):
             body = {"prompt": {"text": "new"}}
             created = client.post("/tunes/690204/prompts", json=body, headers=headers)
             assert created.json()["id"] == 10  # the counter carried over
+
+
+def test_a_version_4_store_gets_the_indexes_of_pending_work(empty_url: str):
+    engine = create_engine(empty_url)
+    load_schema(engine, V4_SCHEMA)
+    with engine.begin() as connection:
+        for prompt_id, ready_after in ((1, 100.0), (2, 50.0)):
+            connection.execute(
+                prompts.insert().values(
+                    id=prompt_id, tenant=TENANT, tune_id=690204, attrs={"text": "old"},
+                    created_at=STAMP, updated_at=STAMP, ready_after=ready_after,
+                    image_count=0, polls=0, liked=False,
+                )
+            )  # fmt: skip
+    assert "ix_prompts_tune_id" in {name for name, _, _ in found_indexes(engine)["prompts"]}
+
+    assert migrate(engine) == 4
+    assert found_indexes(engine) == declared_indexes()
+    with engine.connect() as connection:
+        assert connection.execute(select(prompts.c.id).order_by(prompts.c.id)).scalars().all() == [
+            1,
+            2,
+        ]
+        if engine.dialect.name == "sqlite":
+            sql = connection.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'prompts_pending'"
+            ).scalar()
+            assert sql.endswith("WHERE trained_at IS NULL AND user_error IS NULL")
+    engine.dispose()
