@@ -48,6 +48,8 @@ def test_the_creates_of_one_round_share_one_commit(store, database):
     before, ids, after = asyncio.run(main())
     assert ids == [1, 2, 3, 4, 5]
     assert after[1] == before[1] + 1  # one commit wrote the prompts
+    with store.begin() as tx:  # and the counter, once
+        assert tx.next_id("prompts") == 6
 
 
 def test_a_create_that_fails_fails_alone(store, database):
