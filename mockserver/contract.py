@@ -141,6 +141,8 @@ class Operation:
     def check_body(self, instance: Any) -> list[Violation]:
         """All contract violations of a decoded body (files stand in as strings)."""
         try:
+            if self._body_validator.is_valid(instance):  # a third of collecting no errors
+                return []
             errors = list(self._body_validator.iter_errors(instance))
         except UnicodeEncodeError:
             raise BadRequest(

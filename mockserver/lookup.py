@@ -25,7 +25,7 @@ def remembered_tune(
     and the tune has not expired. In ``tx``, a write transaction that has not changed it."""
 
     def still(found: Stored) -> bool:
-        return alive(found.row(), tx.now if tx is not None else reads.store.now())
+        return alive(found.fields(), tx.now if tx is not None else reads.store.now())
 
     key = ("tune", tenant, tune_id)
     return reads.read("tunes", key, lambda read: read.stored_tune(tenant, tune_id), still, tx)

@@ -111,6 +111,10 @@ class Stored:
         Callers may change the copy, not the values in it."""
         return dict(_converted(self))
 
+    def fields(self) -> Mapping[str, Any]:
+        """The converted row itself, shared with every equal row: to read, not to change."""
+        return _converted(self)
+
 
 @lru_cache(maxsize=CONVERTED_ROWS)
 def _converted(stored: Stored) -> Row:

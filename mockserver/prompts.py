@@ -59,11 +59,11 @@ def _tag_error(tag: str, message: str) -> Unprocessable:
 
 def resolve_tags(
     reads: RecentReads, tx: Tx, tenant: str, text: str
-) -> tuple[list[dict[str, Any]], list[Row]]:
+) -> tuple[list[dict[str, Any]], list[Mapping[str, Any]]]:
     """Check each ``<faceid:ID:S>`` / ``<lora:ID:S>`` tag; returns the refs and their tunes
     (read through ``reads``: ``tx`` changes no tune it tags)."""
     refs: list[dict[str, Any]] = []
-    tunes: list[Row] = []
+    tunes: list[Mapping[str, Any]] = []
     for match in TAG.finditer(text):
         tag, kind, inner = match.group(0), match.group(1), match.group(2)
         parts = inner.split(":")
@@ -81,7 +81,7 @@ def resolve_tags(
         stored = remembered_tune(reads, tenant, tune_id, tx)
         if stored is None:
             raise _tag_error(tag, f"refers to tune {tune_id}, which does not exist")
-        tune = stored.row()
+        tune = stored.fields()
         if kind == "faceid" and tune["model_type"] != "faceid":
             raise _tag_error(tag, f"refers to tune {tune_id}, which is not a FaceID tune")
         if kind == "lora" and tune["model_type"] not in ("lora", "pti"):
@@ -241,7 +241,7 @@ async def create_prompt(
     is one transaction; uploads are checked and stored between two."""
     async with services.store.grouped() as tx:
         # The tunes are read through services.reads: this transaction changes none.
-        tune = found_tune(remembered_tune(services.reads, tenant, tune_id, tx), tune_id).row()
+        tune = found_tune(remembered_tune(services.reads, tenant, tune_id, tx), tune_id).fields()
         draft = draft_prompt(services, tx, tenant, tune, fields)
         prompt_id = tx.next_id("prompts")
         draft.numbered(tenant, prompt_id)

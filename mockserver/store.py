@@ -21,7 +21,7 @@ import asyncio
 import importlib
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -468,7 +468,7 @@ _ALIVE = or_(
 _VISIBLE = and_(or_(tunes.c.tenant == bindparam("tenant"), tunes.c.tenant == SHARED_TENANT), _ALIVE)
 
 
-def alive(tune: Row, now: str) -> bool:
+def alive(tune: Mapping[str, Any], now: str) -> bool:
     """``_ALIVE`` for a tune read earlier, at the time ``now``."""
     expires_at = tune["expires_at"]
     return expires_at is None or expires_at > now or bool(tune["auto_extend"])

@@ -67,8 +67,9 @@ async def check_request(
     checked.media_type = decoded.media_type
     body = decoded.values
     checked.body = operation.coerce_form(body) if decoded.from_form else body
+    instance = for_validation(checked.body) if decoded.from_form else checked.body  # files
     try:
-        checked.violations.extend(operation.check_body(for_validation(checked.body)))
+        checked.violations.extend(operation.check_body(instance))
     except BadRequest as error:
         checked.violations.append(Violation("body", error.message, "BadRequest"))
         checked.error = error
