@@ -36,6 +36,8 @@ IDEMPOTENCY_FIELDS = (
     "scheduler", "controlnet_txt2img", "inpaint_faces",
 )  # fmt: skip
 FILE_FIELDS = ("input_image", "mask_image")
+NOT_ATTRS = frozenset({*FILE_FIELDS, "input_image_base64"})
+"""Fields stored as files, not as attributes."""
 
 
 @dataclass(slots=True)
@@ -167,7 +169,7 @@ def draft_prompt(
             "controlnet", "needs an input image: input_image, input_image_url or input_image_base64"
         )
     refs, tagged = resolve_tags(services.reads, tx, tenant, fields["text"])
-    attrs = {k: v for k, v in fields.items() if k not in (*FILE_FIELDS, "input_image_base64")}
+    attrs = {k: v for k, v in fields.items() if k not in NOT_ATTRS}
     attrs["text"] = fill_placeholders(fields["text"], [tune, *tagged])
     attrs["num_images"] = fields.get("num_images") or 1
     given_seed = fields.get("seed")

@@ -220,17 +220,17 @@ class Store:
         of the pages it changed, written again for every row, and the file locks.
         """
         held = self._connection()
-        if not held.sqlite or self._in_memory:
+        group = self._group
+        if group is not None and group.held is held:
+            return _Member(group)
+        if group is not None or not held.sqlite or self._in_memory:  # (a group elsewhere)
             return _Ungrouped(self.begin())
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return _Ungrouped(self.begin())
-        group = self._group
-        if group is None or group.held is not held:
-            self._settle(held)
-            group = self._group = _Group(self, held, loop)
-        return _Member(group)
+        self._group = _Group(self, held, loop)
+        return _Member(self._group)
 
     def _settle(self, held: _Held) -> None:
         """Commit the open group on ``held`` before anything else uses it, unless one of
