@@ -391,6 +391,7 @@ class _Group:
             else:
                 held.driver.commit()
         except Exception as exc:
+            held.info.pop(WRITTEN, None)
             if held.connection.in_transaction():
                 held.connection.rollback()
             elif held.driver.in_transaction:

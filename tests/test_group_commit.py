@@ -148,3 +148,16 @@ def test_concurrent_creates_over_http_are_all_kept_across_a_restart(tmp_path):
         for prompt_id, answered in created.items():
             read = client.get(f"/prompts/{prompt_id}").json()
             assert {**read, "url": None} == {**answered, "url": None}  # the port is new
+
+
+def test_identical_creates_of_one_group_are_one_prompt_with_idempotency(tmp_path):
+    settings = replace(DEFAULTS, ephemeral=False, data_dir=tmp_path, idempotency=True)
+    body = {"prompt": {"text": "the same picture", "seed": 7}}
+    with LiveServer(settings) as server, httpx.Client(base_url=server.url, headers=AUTH) as client:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(lambda _: client.post("/tunes/690204/prompts", json=body), range(16))
+            )
+        assert {a.status_code for a in answers} == {201}
+        assert len({a.json()["id"] for a in answers}) == 1
+        assert len(client.get("/prompts").json()) == 1
