@@ -21,8 +21,9 @@ def found_tune(tune: Stored | None, tune_id: int) -> Stored:
 def remembered_tune(
     reads: RecentReads, tenant: str, tune_id: int, tx: Tx | None = None
 ) -> Stored | None:
-    """``Tx.stored_tune()`` through ``reads``: remembered while the store is unchanged
-    and the tune has not expired. In ``tx``, a write transaction that has not changed it."""
+    """``Tx.stored_tune()`` through ``reads``: remembered while no tune is written and the
+    tune has not expired. In ``tx``, a write transaction: as it began, until it writes a
+    tune (then as it sees it)."""
 
     def still(found: Stored) -> bool:
         return alive(found.fields(), tx.now if tx is not None else reads.store.now())

@@ -1,10 +1,11 @@
 """Reads of one row, answered again from memory while the store is unchanged.
 
-A ``GET`` of a tune or a prompt is most of what polling clients send. Under load, the
-SQLite read it needs cost more than everything else the request does: it touches enough
-of SQLite's code and pages to run from cold caches between requests. ``Store.version()``
-changes on every commit, of this process or any other, and costs a third of the read;
-while it keeps its value, the row read last time is still the row.
+A ``GET`` of a tune or a prompt is most of what polling clients send, and a prompt's
+create reads its tune and each tune it tags. Under load, the SQLite read cost more than
+everything else a ``GET`` does: it touches enough of SQLite's code and pages to run from
+cold caches between requests. ``Store.version(table)`` changes on every commit of this
+process that wrote the table and on every commit of any other connection, and costs a
+third of the read; while it keeps its value, the row read last time is still the row.
 """
 
 from __future__ import annotations
