@@ -358,12 +358,14 @@ class _SqliteTransaction:
 class _Group:
     """Write transactions on one connection, committed together (``Store.grouped``)."""
 
-    __slots__ = ("committed", "data_version", "held", "ids", "loop", "running", "store")
+    __slots__ = ("data_version", "held", "ids", "loop", "running", "store", "waiting")
 
     def __init__(self, store: Store, held: _Held, loop: asyncio.AbstractEventLoop) -> None:
         held.driver.execute("BEGIN IMMEDIATE")
         self.store, self.held, self.loop = store, held, loop
-        self.committed: asyncio.Future[None] = loop.create_future()
+        self.waiting: list[asyncio.Future[None]] = []
+        """A future per transaction that waits for the commit (a task cancelled while it
+        waits cancels its own, not the others')."""
         self.data_version = _data_version(held.driver)
         self.ids: dict[str, int] = {}
         """The last id its transactions took of each counter (``Tx.next_id``)."""
@@ -396,11 +398,15 @@ class _Group:
                 held.connection.rollback()
             elif held.driver.in_transaction:
                 held.driver.rollback()
-            self.committed.set_exception(exc)
+            for waiter in self.waiting:
+                if not waiter.done():
+                    waiter.set_exception(exc)
             return
         if written:
             self.store._note_commit(written)
-        self.committed.set_result(None)
+        for waiter in self.waiting:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class _Member:
@@ -435,7 +441,9 @@ class _Member:
             group.ids.update(self.ids_before)
             return
         driver.execute("RELEASE grouped")
-        await asyncio.shield(group.committed)
+        waiter = group.loop.create_future()
+        group.waiting.append(waiter)
+        await waiter
 
 
 class _Ungrouped:

@@ -93,6 +93,21 @@ def test_a_commit_that_fails_fails_every_create_of_the_group(store, database, tm
     assert asyncio.run(_create(store, database)) == 1  # and the store goes on
 
 
+def test_a_create_cancelled_while_it_waits_is_committed_and_alone_cancelled(store, database):
+    async def main():
+        first = asyncio.ensure_future(_create(store, database))
+        second = asyncio.ensure_future(_create(store, database))
+        await asyncio.sleep(0)  # both wait for the group's commit
+        first.cancel()
+        assert await second == 2
+        with pytest.raises(asyncio.CancelledError):
+            await first
+
+    asyncio.run(main())
+    assert _committed(database, 1)
+    assert _committed(database, 2)
+
+
 def test_the_loop_using_the_store_commits_the_open_group_first(store, database):
     async def main():
         create = asyncio.ensure_future(_create(store, database))
