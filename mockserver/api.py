@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import Unprocessable
 from .jsontext import dumps
-from .lookup import found_tune, own_prompt, remembered_tune, stored_prompt, visible_tune
+from .lookup import found_tune, own_prompt, remembered_prompt, remembered_tune, visible_tune
 from .prepared import Stored
 from .prompts import create_prompt
 from .responses import NO_BODY
@@ -106,12 +106,8 @@ class Api:
 
     async def get_prompt(self, call: Call) -> Result:
         if self.services.settings.prompt_polls is None:
-            tenant, prompt_id, tune_id = call.tenant, call.path["id"], call.path.get("tune_id")
-            stored = self._reads.read(
-                "prompts",
-                ("prompt", tenant, prompt_id, tune_id),
-                lambda tx: stored_prompt(tx, tenant, prompt_id, tune_id),
-            )
+            path = call.path
+            stored = remembered_prompt(self._reads, call.tenant, path["id"], path.get("tune_id"))
             return 200, self._prompt_body(stored)
         return 200, self._prompt(await self._poll_prompt(call, self.services.settings.prompt_polls))
 

@@ -41,3 +41,11 @@ def stored_prompt(tx: Tx, tenant: str, prompt_id: int, tune_id: int | None = Non
     if prompt is None:
         raise NotFound(f"Prompt {prompt_id} not found")
     return prompt
+
+
+def remembered_prompt(
+    reads: RecentReads, tenant: str, prompt_id: int, tune_id: int | None = None
+) -> Stored:
+    """``stored_prompt()`` through ``reads``: remembered while no prompt is written."""
+    key = ("prompt", tenant, prompt_id, tune_id)
+    return reads.read("prompts", key, lambda read: stored_prompt(read, tenant, prompt_id, tune_id))

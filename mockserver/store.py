@@ -337,22 +337,29 @@ class _SqliteTransaction:
         try:
             if not self.write:
                 held.info.pop(READING, None)
-            if held.connection.in_transaction():
-                if kind is None:
-                    held.connection.commit()
-                    committed = True
-                else:
-                    held.connection.rollback()
-            elif held.driver.in_transaction:
-                if kind is None:
-                    held.driver.commit()
-                    committed = True
-                else:
-                    held.driver.rollback()
+            committed = _end(held, commit=kind is None)
         finally:
             self.serial.__exit__(None, None, None)
             if committed and written:
                 self.committed(written)
+
+
+def _end(held: _Held, commit: bool) -> bool:
+    """End the transaction open on ``held``, whether SQLAlchemy began it (a statement run
+    through it) or it was begun on the driver; returns whether it committed one."""
+    if held.connection.in_transaction():
+        if commit:
+            held.connection.commit()
+        else:
+            held.connection.rollback()
+    elif held.driver.in_transaction:
+        if commit:
+            held.driver.commit()
+        else:
+            held.driver.rollback()
+    else:
+        return False
+    return commit
 
 
 class _Group:
@@ -388,16 +395,10 @@ class _Group:
             for name, value in self.ids.items():
                 SET_COUNTER.count(tx, {"counter": name, "value": value})
             written = held.info.pop(WRITTEN, None)
-            if held.connection.in_transaction():  # a statement run through SQLAlchemy
-                held.connection.commit()
-            else:
-                held.driver.commit()
+            _end(held, commit=True)
         except Exception as exc:
             held.info.pop(WRITTEN, None)
-            if held.connection.in_transaction():
-                held.connection.rollback()
-            elif held.driver.in_transaction:
-                held.driver.rollback()
+            _end(held, commit=False)
             for waiter in self.waiting:
                 if not waiter.done():
                     waiter.set_exception(exc)
